@@ -1,0 +1,1 @@
+//! byol — BYOL (Bootstrap Your Own Latent, Grill et al. 2020) in native Rust on burn.
