@@ -1,1 +1,3 @@
 //! byol — BYOL (Bootstrap Your Own Latent, Grill et al. 2020) in native Rust on burn.
+
+pub mod image;
