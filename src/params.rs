@@ -13,6 +13,9 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 use burn::tensor::{Device, Tensor, TensorData};
 
+/// Host tensors by name: shape and values.
+pub type HostTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// How a tensor is treated by training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -171,7 +174,7 @@ impl ParamSet {
     }
 
     /// All tensors as host values keyed by name (used by checkpoints and export).
-    pub fn to_host(&self) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    pub fn to_host(&self) -> HostTensors {
         self.params.iter().map(|p| (p.name.clone(), (p.shape.clone(), to_vec(&p.value)))).collect()
     }
 
@@ -179,7 +182,7 @@ impl ParamSet {
     /// shape; extra names in `values` are an error unless listed by `ignore` (a predicate).
     pub fn load_host(
         &mut self,
-        values: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+        values: &HostTensors,
         source: &str,
         ignore: impl Fn(&str) -> bool,
     ) -> Result<()> {
@@ -221,7 +224,7 @@ impl ParamSet {
 
     /// Saves every tensor (with `prefix` prepended to the names) to a safetensors file.
     pub fn save_safetensors(&self, path: &Path, prefix: &str) -> Result<()> {
-        let map: BTreeMap<String, (Vec<usize>, Vec<f32>)> =
+        let map: HostTensors =
             self.to_host().into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect();
         write_safetensors(path, &map)
     }
@@ -243,8 +246,18 @@ pub fn to_vec<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
 
 /// Reads every floating tensor of a safetensors file (F32, F64, F16 and BF16 are converted to f32;
 /// integer tensors such as `num_batches_tracked` are skipped).
-pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn read_safetensors(path: &Path) -> Result<HostTensors> {
+    Ok(read_safetensors_with_metadata(path)?.0)
+}
+
+/// Reads the tensors and the header metadata of a safetensors file.
+pub fn read_safetensors_with_metadata(
+    path: &Path,
+) -> Result<(HostTensors, std::collections::HashMap<String, String>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+    let meta = header.metadata().clone().unwrap_or_default();
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
     let mut out = BTreeMap::new();
@@ -267,11 +280,20 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec
         };
         out.insert(name.to_string(), (view.shape().to_vec(), values));
     }
-    Ok(out)
+    Ok((out, meta))
 }
 
 /// Writes f32 tensors to a safetensors file, atomically (temporary file, then rename).
-pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> Result<()> {
+pub fn write_safetensors(path: &Path, tensors: &HostTensors) -> Result<()> {
+    write_safetensors_with_metadata(path, tensors, None)
+}
+
+/// Like [`write_safetensors`], with string metadata in the header (`__metadata__`).
+pub fn write_safetensors_with_metadata(
+    path: &Path,
+    tensors: &HostTensors,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
         .map(|(k, (shape, v))| (k.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect(), shape.clone()))
@@ -280,7 +302,7 @@ pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, (Vec<usize>, Ve
         .iter()
         .map(|(k, b, s)| Ok((k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)?)))
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    let data = safetensors::serialize(views, &None)?;
+    let data = safetensors::serialize(views, &metadata)?;
     crate::fsutil::write_atomic(path, &data)
 }
 
