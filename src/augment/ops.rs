@@ -96,7 +96,16 @@ pub fn adjust_hue(img: &mut ChwImage, shift: f32) {
 /// torch `remainder(x, 1.0)`: result in [0, 1).
 #[inline]
 fn rem_euclid1(x: f32) -> f32 {
-    let m = x - x.floor();
+    // Fast exact paths for the usual range (h ∈ [0, 1), |shift| ≤ 0.5).
+    let m = if (0.0..1.0).contains(&x) {
+        x
+    } else if (-1.0..0.0).contains(&x) {
+        x + 1.0
+    } else if (1.0..2.0).contains(&x) {
+        x - 1.0
+    } else {
+        x - x.floor()
+    };
     if m >= 1.0 {
         0.0
     } else {
@@ -112,25 +121,24 @@ fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     let range = maxc - minc;
     let s = range / if eqc { 1.0 } else { maxc };
     let div = if eqc { 1.0 } else { range };
-    let rc = (maxc - r) / div;
-    let gc = (maxc - g) / div;
-    let bc = (maxc - b) / div;
+    // rc, gc, bc = (maxc − channel) / div; only the two each branch needs are computed.
     let h = if maxc == r {
-        bc - gc
+        (maxc - b) / div - (maxc - g) / div
     } else if maxc == g {
-        2.0 + rc - bc
+        2.0 + (maxc - r) / div - (maxc - b) / div
     } else {
-        4.0 + gc - rc
+        4.0 + (maxc - g) / div - (maxc - r) / div
     };
-    // torch: fmod(h / 6 + 1, 1); the argument is positive so fmod == x - trunc(x).
+    // torch: fmod(h / 6 + 1, 1) with h / 6 + 1 ∈ [5/6, 11/6]: subtracting 1 is exact there.
     let t = h * (1.0 / 6.0) + 1.0;
-    (t % 1.0, s, maxc)
+    (if t >= 1.0 { t - 1.0 } else { t }, s, maxc)
 }
 
 #[inline]
 fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
     let h6 = h * 6.0;
-    let i = h6.floor();
+    // h ∈ [0, 1] so h6 ≥ 0 and truncation is floor.
+    let i = (h6 as i32) as f32;
     let f = h6 - i;
     let sxf = s * f;
     let one_minus_s = 1.0 - s;
@@ -214,32 +222,44 @@ pub fn gaussian_blur(img: &mut ChwImage, kernel: usize, sigma: f32) -> Result<()
     );
     let k = gaussian_kernel1d(kernel, sigma);
     let pad = kernel / 2;
+    // Taps below 1e-10 (of a kernel summing to 1) cannot change a float32 result of values in
+    // [0, 1] beyond ~1e-9; dropping them makes small-σ blurs much cheaper.
+    let r = (0..=pad).rev().find(|&d| k[pad + d] >= 1e-10).unwrap_or(0);
+    let kk = &k[pad..=pad + r]; // kk[d] = weight at distance d (the kernel is symmetric)
     let (h, w) = (img.height, img.width);
-    let mut padded = vec![0.0f32; w.max(h) + 2 * pad];
+    let mut padded = vec![0.0f32; w + 2 * r];
     let mut tmp = vec![0.0f32; h * w];
     for plane in img.data.chunks_exact_mut(h * w) {
         // Horizontal pass: plane → tmp.
         for y in 0..h {
             let row = &plane[y * w..(y + 1) * w];
-            for (j, p) in padded[..w + 2 * pad].iter_mut().enumerate() {
-                *p = row[reflect(j as isize - pad as isize, w)];
+            padded[r..r + w].copy_from_slice(row);
+            for d in 1..=r {
+                padded[r - d] = row[reflect(-(d as isize), w)];
+                padded[r + w - 1 + d] = row[reflect((w - 1 + d) as isize, w)];
             }
             let out = &mut tmp[y * w..(y + 1) * w];
-            out.fill(0.0);
-            for (t, &kv) in k.iter().enumerate() {
-                for (o, &p) in out.iter_mut().zip(&padded[t..t + w]) {
-                    *o += kv * p;
+            for (o, &p) in out.iter_mut().zip(&padded[r..r + w]) {
+                *o = kk[0] * p;
+            }
+            for (d, &kv) in kk.iter().enumerate().skip(1) {
+                let (a, b) = (&padded[r + d..r + d + w], &padded[r - d..r - d + w]);
+                for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                    *o += kv * (a + b);
                 }
             }
         }
         // Vertical pass: tmp → plane, whole rows at a time.
         for y in 0..h {
             let out = &mut plane[y * w..(y + 1) * w];
-            out.fill(0.0);
-            for (t, &kv) in k.iter().enumerate() {
-                let sy = reflect(y as isize + t as isize - pad as isize, h);
-                for (o, &p) in out.iter_mut().zip(&tmp[sy * w..(sy + 1) * w]) {
-                    *o += kv * p;
+            out.copy_from_slice(&tmp[y * w..(y + 1) * w]);
+            out.iter_mut().for_each(|o| *o *= kk[0]);
+            for (d, &kv) in kk.iter().enumerate().skip(1) {
+                let ya = reflect(y as isize + d as isize, h);
+                let yb = reflect(y as isize - d as isize, h);
+                let (a, b) = (&tmp[ya * w..(ya + 1) * w], &tmp[yb * w..(yb + 1) * w]);
+                for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                    *o += kv * (a + b);
                 }
             }
         }
@@ -270,6 +290,55 @@ mod tests {
             let (r2, g2, b2) = hsv_to_rgb(h, s, v);
             assert!((r - r2).abs() < 1e-6 && (g - g2).abs() < 1e-6 && (b - b2).abs() < 1e-6);
         }
+    }
+
+    /// Direct 2-D convolution with reflect padding (torchvision's definition), all taps.
+    fn naive_blur(img: &ChwImage, kernel: usize, sigma: f32) -> Vec<f32> {
+        let k = gaussian_kernel1d(kernel, sigma);
+        let (h, w, p) = (
+            img.height as isize,
+            img.width as isize,
+            (kernel / 2) as isize,
+        );
+        let mut out = vec![0.0f32; img.data.len()];
+        for c in 0..img.channels {
+            for y in 0..h {
+                for x in 0..w {
+                    let mut s = 0.0f64;
+                    for (i, &ky) in k.iter().enumerate() {
+                        for (j, &kx) in k.iter().enumerate() {
+                            let sy = reflect(y + i as isize - p, h as usize);
+                            let sx = reflect(x + j as isize - p, w as usize);
+                            let v = img.data[c * img.plane() + sy * img.width + sx];
+                            s += (ky * kx) as f64 * v as f64;
+                        }
+                    }
+                    out[(c * h as usize + y as usize) * w as usize + x as usize] = s as f32;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn separable_trimmed_blur_matches_direct_convolution() {
+        let data: Vec<f32> = (0..3 * 26 * 30)
+            .map(|i| ((i * 37 % 101) as f32) / 100.0)
+            .collect();
+        let img = ChwImage::new(3, 26, 30, data).unwrap();
+        for (kernel, sigma) in [(23, 0.1f32), (23, 0.7), (23, 2.0), (5, 1.3), (3, 2.0)] {
+            let mut got = img.clone();
+            gaussian_blur(&mut got, kernel, sigma).unwrap();
+            let want = naive_blur(&img, kernel, sigma);
+            let err = got
+                .data
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err < 2e-6, "kernel {kernel} sigma {sigma}: max error {err}");
+        }
+        assert!(gaussian_blur(&mut img.clone(), 4, 1.0).is_err());
     }
 
     #[test]

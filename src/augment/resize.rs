@@ -95,6 +95,19 @@ impl Taps {
     }
 }
 
+/// One horizontal resize pass with `K` taps per output (`K` = `taps.k`).
+#[inline]
+fn gather<const K: usize>(row: &[f32], taps: &Taps, dst: &mut [f32]) {
+    let it = taps.idx.chunks_exact(K).zip(taps.w.chunks_exact(K));
+    for (d, (ii, ww)) in dst.iter_mut().zip(it) {
+        let mut s = 0.0f32;
+        for t in 0..K {
+            s += ww[t] * row[ii[t]];
+        }
+        *d = s;
+    }
+}
+
 /// Resizes the `crop` region of a plane source into `out` (`channels × out_h × out_w`).
 /// `get_row(c, y)` returns row `y` (crop coordinates) of channel `c`, `crop.width` values long.
 fn resample<'a>(
@@ -114,10 +127,9 @@ fn resample<'a>(
         for y in 0..crop_h {
             let row = get_row(c, y);
             let dst = &mut tmp[y * out_w..(y + 1) * out_w];
-            for (x, d) in dst.iter_mut().enumerate() {
-                let ii = &tx.idx[x * k..(x + 1) * k];
-                let ww = &tx.w[x * k..(x + 1) * k];
-                *d = ii.iter().zip(ww).map(|(&i, &w)| w * row[i]).sum();
+            match k {
+                2 => gather::<2>(row, &tx, dst),
+                _ => gather::<4>(row, &tx, dst),
             }
         }
         let plane = &mut out[c * out_h * out_w..(c + 1) * out_h * out_w];
