@@ -92,17 +92,17 @@ impl<T> Drop for BatchIter<T> {
     }
 }
 
-fn spawn_batches<T: Send + 'static>(
-    batches: std::ops::Range<usize>,
+fn spawn_batches<J, T: Send + 'static>(
+    jobs: impl Iterator<Item = J> + Send + 'static,
     prefetch: usize,
-    make: impl Fn(usize) -> Result<T> + Send + 'static,
+    mut make: impl FnMut(J) -> Result<T> + Send + 'static,
 ) -> Result<BatchIter<T>> {
     let (tx, rx) = sync_channel(prefetch.max(1));
     let handle = std::thread::Builder::new()
         .name("byol-loader".into())
         .spawn(move || {
-            for b in batches {
-                let r = make(b);
+            for job in jobs {
+                let r = make(job);
                 let failed = r.is_err();
                 if tx.send(r).is_err() || failed {
                     break;
@@ -221,6 +221,32 @@ impl PairLoader {
         let order = self.epoch_order(epoch);
         spawn_batches(start_batch..n, inner.cfg.prefetch, move |b| {
             inner.pair_batch(&order, epoch, b)
+        })
+    }
+
+    /// Iterates batches without end from batch `start_batch` of `epoch` on, through the
+    /// following epochs (prefetch continues across epoch boundaries); stop by dropping it.
+    /// Yields the same batches as `epoch(epoch, start_batch)`, `epoch(epoch + 1, 0)`, ….
+    pub fn stream(&self, epoch: u64, start_batch: usize) -> Result<BatchIter<PairBatch>> {
+        let n = self.batches_per_epoch();
+        ensure!(
+            start_batch <= n,
+            "start batch {start_batch} is past the {n} batches of an epoch"
+        );
+        ensure!(n > 0, "an epoch has no batches");
+        let jobs = (epoch..).flat_map(move |e| {
+            let first = if e == epoch { start_batch } else { 0 };
+            (first..n).map(move |b| (e, b))
+        });
+        let inner = Arc::clone(&self.inner);
+        let mut cached: Option<(u64, Vec<usize>)> = None;
+        spawn_batches(jobs, inner.cfg.prefetch, move |(e, b)| {
+            if cached.as_ref().map(|c| c.0) != Some(e) {
+                let order = epoch_order(inner.dataset.len(), inner.cfg.shuffle, inner.cfg.seed, e);
+                cached = Some((e, order));
+            }
+            let order = cached.as_ref().map(|c| c.1.as_slice()).unwrap_or(&[]);
+            inner.pair_batch(order, e, b)
         })
     }
 }

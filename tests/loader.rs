@@ -172,6 +172,23 @@ fn resume_at_epoch_and_batch_is_exact() {
     assert_eq!(&full[2..], &resumed[..]);
     assert_eq!(loader.batch(3, 4).unwrap(), full[4]);
     assert!(loader.epoch(3, 99).is_err());
+    // The endless stream resumed mid-epoch continues into the next epochs unchanged.
+    let next = collect(&loader, 4, 0);
+    let streamed: Vec<PairBatch> = loader
+        .stream(3, 2)
+        .unwrap()
+        .take(3 + next.len() + 1)
+        .map(|b| b.unwrap())
+        .collect();
+    assert_eq!(&streamed[..3], &full[2..]);
+    assert_eq!(&streamed[3..3 + next.len()], &next[..]);
+    assert_eq!(
+        (
+            streamed.last().unwrap().epoch,
+            streamed.last().unwrap().batch
+        ),
+        (5, 0)
+    );
     // Dropping a half-consumed iterator stops its producer without hanging.
     let mut it = loader.epoch(3, 0).unwrap();
     it.next().unwrap().unwrap();

@@ -358,3 +358,65 @@ impl Augmenter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain_config() -> AugmentConfig {
+        let mut c = AugmentConfig::cifar();
+        for v in [&mut c.view1, &mut c.view2] {
+            *v = ViewConfig {
+                size: 8,
+                crop_scale: [1.0, 1.0],
+                crop_ratio: [1.0, 1.0],
+                flip_p: 0.0,
+                jitter_p: 0.0,
+                grayscale_p: 0.0,
+                blur_p: 0.0,
+                solarize_p: 0.0,
+                ..v.clone()
+            };
+        }
+        c
+    }
+
+    #[test]
+    fn identity_flip_and_solarize_paths() {
+        let data: Vec<u8> = (0..8 * 8 * 3).map(|k| (k * 5 % 256) as u8).collect();
+        let img = Image::new(8, 8, 3, data.clone()).unwrap();
+        let cfg = plain_config();
+        let norm = |c: usize, v: f32| (v - cfg.mean[c]) / cfg.std[c];
+        let px = |c: usize, y: usize, x: usize| data[(y * 8 + x) * 3 + c] as f32 / 255.0;
+        let (a, _) = Augmenter::new(cfg.clone(), 3)
+            .unwrap()
+            .augment_pair(&img, 0, 0)
+            .unwrap();
+        let mut flipped = cfg.clone();
+        flipped.view1.flip_p = 1.0;
+        flipped.view1.solarize_p = 1.0;
+        let (f, _) = Augmenter::new(flipped, 3)
+            .unwrap()
+            .augment_pair(&img, 0, 0)
+            .unwrap();
+        for c in 0..3 {
+            for y in 0..8 {
+                for x in 0..8 {
+                    let i = (c * 8 + y) * 8 + x;
+                    assert!((a[i] - norm(c, px(c, y, x))).abs() < 1e-5);
+                    let v = px(c, y, 7 - x);
+                    let s = if v >= 0.5 { 1.0 - v } else { v };
+                    assert!((f[i] - norm(c, s)).abs() < 1e-5);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_channel_count_is_an_error() {
+        let img = Image::new(8, 8, 1, vec![0; 64]).unwrap();
+        let aug = Augmenter::new(plain_config(), 0).unwrap();
+        let err = aug.augment_pair(&img, 0, 0).unwrap_err().to_string();
+        assert!(err.contains("1 channels"), "{err}");
+    }
+}
