@@ -4,15 +4,18 @@
 //!   float CHW images in [0, 1];
 //! - [`resize`]: crop + resize (bilinear / bicubic, no antialias) and the evaluation transform;
 //! - [`config`]: the serde configuration of the two view pipelines T and T′ and the presets;
-//! - [`pipeline`]: random parameter sampling and the deterministic per-sample [`Augmenter`].
+//! - [`pipeline`]: random parameter sampling and application of one view;
+//! - [`augmenter`]: the deterministic per-sample [`Augmenter`] (both views, normalization).
 
+pub mod augmenter;
 pub mod config;
 pub mod ops;
 pub mod pipeline;
 pub mod resize;
 
+pub use augmenter::Augmenter;
 pub use config::{preset, AugmentConfig, EvalConfig, ViewConfig, PRESET_NAMES};
-pub use pipeline::{view_rng, Augmenter, JitterOp, JitterParams, ViewParams};
+pub use pipeline::{view_rng, JitterOp, JitterParams, ViewParams};
 pub use resize::{CropBox, Interpolation};
 
 use crate::image::Image;
