@@ -41,11 +41,16 @@ impl CropBox {
 }
 
 /// Precomputed taps of a 1-D resize: for output `i`, input indices `idx[i*k..(i+1)*k]`
-/// (already clamped into `0..in_size`) and their weights.
+/// (already clamped into `0..in_size`) and their weights; the same taps folded into a
+/// contiguous window `start[i]..start[i] + win` with weights `fw[i*win..(i+1)*win]` (clamped
+/// border taps share a weight), which lets the horizontal pass load contiguous values.
 pub(crate) struct Taps {
     k: usize,
     idx: Vec<usize>,
     w: Vec<f32>,
+    win: usize,
+    start: Vec<usize>,
+    fw: Vec<f32>,
 }
 
 const CUBIC_A: f32 = -0.75;
@@ -91,20 +96,39 @@ impl Taps {
                 }
             }
         }
-        Self { k, idx, w }
+        let win = k.min(in_size);
+        let mut start = Vec::with_capacity(out_size);
+        let mut fw = vec![0.0f32; out_size * win];
+        for o in 0..out_size {
+            let ii = &idx[o * k..(o + 1) * k];
+            let s = ii.iter().copied().min().unwrap_or(0).min(in_size - win);
+            for (t, &i) in ii.iter().enumerate() {
+                fw[o * win + i - s] += w[o * k + t];
+            }
+            start.push(s);
+        }
+        Self {
+            k,
+            idx,
+            w,
+            win,
+            start,
+            fw,
+        }
     }
 }
 
-/// One horizontal resize pass with `K` taps per output (`K` = `taps.k`).
+/// One horizontal resize pass over contiguous windows of `K` (= `taps.win`) input values.
 #[inline]
 fn gather<const K: usize>(row: &[f32], taps: &Taps, dst: &mut [f32]) {
-    let it = taps.idx.chunks_exact(K).zip(taps.w.chunks_exact(K));
-    for (d, (ii, ww)) in dst.iter_mut().zip(it) {
-        let mut s = 0.0f32;
+    let it = taps.start.iter().zip(taps.fw.chunks_exact(K));
+    for (d, (&s, ww)) in dst.iter_mut().zip(it) {
+        let r = &row[s..s + K];
+        let mut acc = 0.0f32;
         for t in 0..K {
-            s += ww[t] * row[ii[t]];
+            acc += ww[t] * r[t];
         }
-        *d = s;
+        *d = acc;
     }
 }
 
@@ -127,9 +151,11 @@ fn resample<'a>(
         for y in 0..crop_h {
             let row = get_row(c, y);
             let dst = &mut tmp[y * out_w..(y + 1) * out_w];
-            match k {
+            match tx.win {
+                4 => gather::<4>(row, &tx, dst),
+                3 => gather::<3>(row, &tx, dst),
                 2 => gather::<2>(row, &tx, dst),
-                _ => gather::<4>(row, &tx, dst),
+                _ => gather::<1>(row, &tx, dst),
             }
         }
         let plane = &mut out[c * out_h * out_w..(c + 1) * out_h * out_w];
