@@ -4,6 +4,7 @@ pub mod augment;
 pub mod backend;
 pub mod byol;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod ema;
 pub mod extract;
