@@ -6,6 +6,8 @@ pub mod byol;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod datasets;
+pub mod download;
 pub mod ema;
 pub mod extract;
 pub mod fsutil;
