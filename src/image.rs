@@ -12,23 +12,13 @@ pub struct Image {
 
 impl Image {
     /// Builds an image, checking that `data` has `width * height * channels` bytes.
-    pub fn new(
-        width: usize,
-        height: usize,
-        channels: usize,
-        data: Vec<u8>,
-    ) -> anyhow::Result<Self> {
+    pub fn new(width: usize, height: usize, channels: usize, data: Vec<u8>) -> anyhow::Result<Self> {
         anyhow::ensure!(
             data.len() == width * height * channels,
             "image buffer has {} bytes, expected {width}x{height}x{channels}",
             data.len()
         );
-        Ok(Self {
-            width,
-            height,
-            channels,
-            data,
-        })
+        Ok(Self { width, height, channels, data })
     }
 }
 
@@ -55,8 +45,6 @@ pub trait Dataset: Send + Sync {
     fn channels(&self) -> usize;
     /// Class names when known (same order as the label indices).
     fn class_names(&self) -> Vec<String> {
-        (0..self.num_classes().unwrap_or(0))
-            .map(|i| i.to_string())
-            .collect()
+        (0..self.num_classes().unwrap_or(0)).map(|i| i.to_string()).collect()
     }
 }
