@@ -78,7 +78,7 @@ pub fn knn_scores(
 
     let mut scores = vec![0.0f32; n_test * c];
     scores.par_chunks_mut(block * c).enumerate().for_each_init(
-        || (Vec::<f32>::new(), Vec::<u32>::new(), vec![0.0f64; c]),
+        || (Vec::<f32>::new(), Vec::<(f32, u32)>::new(), vec![0.0f64; c]),
         |(sims, idx, votes), (b, out)| {
             let r0 = b * block;
             let rows = out.len() / c;
@@ -87,17 +87,10 @@ pub fn knn_scores(
             matmul_into(sims, lhs, train_t, 1);
             for r in 0..rows {
                 let s = &sims[r * n_train..(r + 1) * n_train];
-                idx.clear();
-                idx.extend(0..n_train as u32);
-                if k < n_train {
-                    // Partition so the first k entries are the k most similar (ties: lower index).
-                    idx.select_nth_unstable_by(k - 1, |&a, &b| {
-                        s[b as usize].total_cmp(&s[a as usize]).then(a.cmp(&b))
-                    });
-                }
+                top_k_into(s, k, idx);
                 votes.iter_mut().for_each(|v| *v = 0.0);
-                for &j in &idx[..k] {
-                    votes[train_labels[j as usize]] += (s[j as usize] as f64 * inv_t).exp();
+                for &(sim, j) in idx.iter() {
+                    votes[train_labels[j as usize]] += (sim as f64 * inv_t).exp();
                 }
                 for (o, v) in out[r * c..(r + 1) * c].iter_mut().zip(votes.iter()) {
                     *o = *v as f32;
@@ -106,6 +99,30 @@ pub fn knn_scores(
         },
     );
     ClassScores::new(n_test, c, scores)
+}
+
+/// The `k` largest entries of `s` as `(value, index)` (unordered), ties to the lower index.
+/// Keeps a candidate buffer and a running threshold (the k-th best so far), so almost every
+/// entry costs one comparison.
+fn top_k_into(s: &[f32], k: usize, cand: &mut Vec<(f32, u32)>) {
+    let by_rank = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    cand.clear();
+    let mut threshold = f32::NEG_INFINITY;
+    for (j, &v) in s.iter().enumerate() {
+        // Entries come in index order, so one equal to the threshold loses the tie.
+        if v > threshold || cand.len() < k {
+            cand.push((v, j as u32));
+            if cand.len() >= 2 * k {
+                cand.select_nth_unstable_by(k - 1, by_rank);
+                cand.truncate(k);
+                threshold = cand[k - 1].0;
+            }
+        }
+    }
+    if cand.len() > k {
+        cand.select_nth_unstable_by(k - 1, by_rank);
+        cand.truncate(k);
+    }
 }
 
 /// kNN classification of labelled test features: scores, predictions, top-1 and top-5.
@@ -163,6 +180,22 @@ mod tests {
             knn_scores(&train, &labels, &[5.0, 0.0], 2, 2, &big).unwrap(),
             s4
         );
+    }
+
+    #[test]
+    fn top_k_matches_full_sort_with_ties() {
+        let s: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919) % 101) as f32 / 100.0)
+            .collect();
+        for k in [1, 5, 200, 999, 1000] {
+            let mut got = Vec::new();
+            top_k_into(&s, k, &mut got);
+            got.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut all: Vec<(f32, u32)> =
+                s.iter().enumerate().map(|(j, &v)| (v, j as u32)).collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            assert_eq!(got, all[..k].to_vec(), "k = {k}");
+        }
     }
 
     #[test]

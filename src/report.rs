@@ -123,17 +123,23 @@ impl EvalReport {
                 .margin(10)
                 .x_label_area_size(60)
                 .y_label_area_size(110)
-                .build_cartesian_2d((0..c).into_segmented(), (0..c).into_segmented())
+                // Plotters' integer ranges are inclusive for segmentation: 0..c-1 gives c cells.
+                .build_cartesian_2d((0..c - 1).into_segmented(), (0..c - 1).into_segmented())
                 .map_err(draw_err)?;
             let show_names = c <= 40;
-            let names = &self.class_names;
+            // Full names where cells are wide enough, class indices otherwise.
+            let names: Vec<String> = if confusion_cell(c) >= 60 {
+                self.class_names.iter().map(|n| short(n)).collect()
+            } else {
+                (0..c).map(|i| i.to_string()).collect()
+            };
             // Row i (true class) is drawn at y = c-1-i so class 0 is at the top.
             let xfmt = |v: &SegmentValue<usize>| match v {
-                SegmentValue::CenterOf(j) if show_names && *j < c => short(&names[*j]),
+                SegmentValue::CenterOf(j) if show_names && *j < c => names[*j].clone(),
                 _ => String::new(),
             };
             let yfmt = |v: &SegmentValue<usize>| match v {
-                SegmentValue::CenterOf(j) if show_names && *j < c => short(&names[c - 1 - *j]),
+                SegmentValue::CenterOf(j) if show_names && *j < c => names[c - 1 - *j].clone(),
                 _ => String::new(),
             };
             chart
