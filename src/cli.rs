@@ -18,11 +18,47 @@ pub struct Cli {
 pub enum Command {
     /// Pretrain an encoder with BYOL.
     Pretrain(PretrainArgs),
+    /// Time the full BYOL training step (ms/step, images/s).
+    Bench(BenchArgs),
     /// Print a preset's configuration.
     Presets {
         /// Preset name (omit to list them).
         name: Option<String>,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// ResNet depth.
+    #[arg(long, default_value_t = 18)]
+    pub depth: usize,
+    /// Channels of the first stage (comma-separated list to run several).
+    #[arg(long, default_value = "16,32,64", value_delimiter = ',')]
+    pub width: Vec<usize>,
+    /// Batch sizes (comma-separated).
+    #[arg(long, default_value = "64,256", value_delimiter = ',')]
+    pub batch: Vec<usize>,
+    /// Stem: cifar or imagenet.
+    #[arg(long, default_value = "cifar")]
+    pub stem: String,
+    #[arg(long, default_value_t = 32)]
+    pub image_size: usize,
+    #[arg(long, default_value_t = 3)]
+    pub in_channels: usize,
+    /// Projector/predictor hidden and output sizes.
+    #[arg(long, default_value_t = 4096)]
+    pub hidden: usize,
+    #[arg(long, default_value_t = 256)]
+    pub out: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long, default_value = "flex")]
+    pub device: String,
 }
 
 #[derive(Args, Debug)]
@@ -49,6 +85,7 @@ pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Pretrain(a) => pretrain(a),
+        Command::Bench(a) => bench(a),
         Command::Presets { name } => {
             match name {
                 None => println!("{}", crate::config::PRESETS.join("\n")),
@@ -92,6 +129,37 @@ fn pretrain(a: PretrainArgs) -> Result<()> {
         ),
         (Some(r), None) => println!("kNN top-1 at random init: {:.2}%", r * 100.0),
         _ => {}
+    }
+    Ok(())
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    crate::backend::set_threads(a.threads);
+    let stem = match a.stem.as_str() {
+        "cifar" => crate::resnet::Stem::Cifar,
+        "imagenet" => crate::resnet::Stem::Imagenet,
+        s => bail!("unknown stem {s:?}; valid: cifar, imagenet"),
+    };
+    println!("| model | batch | image | ms/step (median of {}) | images/s |", a.steps);
+    println!("|---|---|---|---|---|");
+    for &width in &a.width {
+        for &batch in &a.batch {
+            let case = crate::bench::BenchCase {
+                depth: a.depth,
+                width,
+                stem,
+                in_channels: a.in_channels,
+                image_size: a.image_size,
+                batch,
+                proj_hidden: a.hidden,
+                proj_out: a.out,
+            };
+            let r = crate::bench::bench_step(&case, &a.device, a.warmup, a.steps)?;
+            println!(
+                "| resnet{}-{:?} w{} | {batch} | {}px | {:.1} | {:.1} |",
+                a.depth, stem, width, a.image_size, r.median_ms, r.images_per_s
+            );
+        }
     }
     Ok(())
 }

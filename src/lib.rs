@@ -2,6 +2,7 @@
 
 pub mod augment;
 pub mod backend;
+pub mod bench;
 pub mod byol;
 pub mod checkpoint;
 pub mod cli;
