@@ -23,28 +23,17 @@ impl Synthetic {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let images = (0..n)
             .map(|_| {
-                let (fx, fy, ph): (f32, f32, f32) = (
-                    rng.gen_range(0.01..0.2),
-                    rng.gen_range(0.01..0.2),
-                    rng.gen(),
-                );
+                let (fx, fy, ph): (f32, f32, f32) = (rng.gen_range(0.01..0.2), rng.gen_range(0.01..0.2), rng.gen());
                 let mut data = Vec::with_capacity(side * side * 3);
                 for y in 0..side {
                     for x in 0..side {
                         for c in 0..3 {
-                            let v = 127.0
-                                + 100.0
-                                    * ((x as f32 * fx + y as f32 * fy + ph * 6.0 + c as f32).sin());
+                            let v = 127.0 + 100.0 * ((x as f32 * fx + y as f32 * fy + ph * 6.0 + c as f32).sin());
                             data.push((v + rng.gen_range(-20.0..20.0)).clamp(0.0, 255.0) as u8);
                         }
                     }
                 }
-                Image {
-                    width: side,
-                    height: side,
-                    channels: 3,
-                    data,
-                }
+                Image { width: side, height: side, channels: 3, data }
             })
             .collect();
         Self { images }
@@ -56,10 +45,7 @@ impl Dataset for Synthetic {
         self.images.len()
     }
     fn get(&self, index: usize) -> Result<Sample> {
-        Ok(Sample {
-            image: self.images[index].clone(),
-            label: Some(0),
-        })
+        Ok(Sample { image: self.images[index].clone(), label: Some(0) })
     }
     fn num_classes(&self) -> Option<usize> {
         Some(1)
@@ -70,11 +56,7 @@ impl Dataset for Synthetic {
 }
 
 fn main() -> Result<()> {
-    let runs: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(5);
+    let runs: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
     println!("| preset | input | output | threads | batch | images/s (median of {runs}) |");
     println!("|---|---|---|---|---|---|");
     for (name, side, n, batch) in [("cifar", 32, 4096, 256), ("imagenet", 256, 256, 64)] {
@@ -82,12 +64,7 @@ fn main() -> Result<()> {
         let aug = preset(name)?;
         let out = aug.view1.size;
         for threads in [1, 2] {
-            let cfg = LoaderConfig {
-                batch_size: batch,
-                threads,
-                prefetch: 2,
-                ..LoaderConfig::default()
-            };
+            let cfg = LoaderConfig { batch_size: batch, threads, prefetch: 2, ..LoaderConfig::default() };
             let loader = PairLoader::new(ds.clone(), aug.clone(), cfg)?;
             let mut rates = Vec::new();
             for epoch in 0..runs as u64 {
@@ -100,9 +77,7 @@ fn main() -> Result<()> {
             }
             rates.sort_by(f64::total_cmp);
             let median = rates[rates.len() / 2];
-            println!(
-                "| {name} | {side}x{side} | {out}x{out} | {threads} | {batch} | {median:.0} |"
-            );
+            println!("| {name} | {side}x{side} | {out}x{out} | {threads} | {batch} | {median:.0} |");
         }
     }
     Ok(())

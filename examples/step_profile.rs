@@ -1,12 +1,16 @@
-use std::time::Instant;
 use burn::tensor::{Device, Distribution, Tensor};
 use byol::byol::{Byol, ByolConfig};
 use byol::heads::MlpConfig;
 use byol::resnet::{self, ResNetConfig, Stem};
+use std::time::Instant;
 fn main() {
     let dev = Device::flex();
     let ad = dev.clone().autodiff();
-    let cfg = ByolConfig { encoder: ResNetConfig { depth: 18, width: 16, stem: Stem::Cifar, in_channels: 3, zero_init_residual: false }, projector: MlpConfig::new(4096, 256), predictor: MlpConfig::new(4096, 256) };
+    let cfg = ByolConfig {
+        encoder: ResNetConfig { depth: 18, width: 16, stem: Stem::Cifar, in_channels: 3, zero_init_residual: false },
+        projector: MlpConfig::new(4096, 256),
+        predictor: MlpConfig::new(4096, 256),
+    };
     let mut m = Byol::new(cfg.clone(), 0, &ad).unwrap();
     let x = Tensor::<4>::random([64, 3, 32, 32], Distribution::Normal(0.0, 1.0), &dev);
     for _ in 0..3 {

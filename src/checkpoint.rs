@@ -122,7 +122,9 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
         .with_context(|| format!("cannot read checkpoint folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.file_name().map(|n| n.to_string_lossy()).is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
+            p.file_name()
+                .map(|n| n.to_string_lossy())
+                .is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
         })
         .collect();
     v.sort();

@@ -18,12 +18,41 @@ pub struct Cli {
 pub enum Command {
     /// Pretrain an encoder with BYOL.
     Pretrain(PretrainArgs),
+    /// Data sets: download and inspect.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Time the full BYOL training step (ms/step, images/s).
     Bench(BenchArgs),
     /// Print a preset's configuration.
     Presets {
         /// Preset name (omit to list them).
         name: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Download a data set (checksum-verified, atomic) and extract it into DIR.
+    Download {
+        /// cifar10, cifar100, stl10, mnist or fashion-mnist.
+        name: String,
+        #[arg(long)]
+        dir: PathBuf,
+        /// Download again even if the data set already opens from DIR.
+        #[arg(long)]
+        force: bool,
+        /// Mirror to use instead of the canonical URL (the same file names below it).
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+    /// Open a data set and print its size, classes and image shape.
+    Info {
+        name: String,
+        /// Folder of the data set (Fashion-MNIST is found automatically when omitted).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "train")]
+        split: String,
     },
 }
 
@@ -86,6 +115,7 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Pretrain(a) => pretrain(a),
         Command::Bench(a) => bench(a),
+        Command::Data(c) => data(c),
         Command::Presets { name } => {
             match name {
                 None => println!("{}", crate::config::PRESETS.join("\n")),
@@ -158,6 +188,37 @@ fn bench(a: BenchArgs) -> Result<()> {
             println!(
                 "| resnet{}-{:?} w{} | {batch} | {}px | {:.1} | {:.1} |",
                 a.depth, stem, width, a.image_size, r.median_ms, r.images_per_s
+            );
+        }
+    }
+    Ok(())
+}
+
+fn data(c: DataCommand) -> Result<()> {
+    match c {
+        DataCommand::Download { name, dir, force, base_url } => {
+            let opts = crate::download::DownloadOptions { base_url, force, ..Default::default() };
+            let path = crate::download::download(&name, &dir, &opts)?;
+            println!("{name} is ready in {}", path.display());
+        }
+        DataCommand::Info { name, dir, split } => {
+            let dir = match dir {
+                Some(d) => d,
+                None if crate::datasets::canonical_name(&name)? == "fashion-mnist" => {
+                    crate::datasets::find_fashion_mnist().context("Fashion-MNIST not found: give --dir")?
+                }
+                None => bail!("give --dir for {name}"),
+            };
+            let ds = crate::datasets::open(&name, &dir, split.parse()?)?;
+            let first = ds.get(0).with_context(|| format!("{name}: cannot read the first image"))?;
+            println!(
+                "{name} ({split}) in {}: {} images of {}x{}x{}, {} classes",
+                dir.display(),
+                ds.len(),
+                first.image.height,
+                first.image.width,
+                first.image.channels,
+                ds.num_classes().map(|c| c.to_string()).unwrap_or_else(|| "no".into())
             );
         }
     }

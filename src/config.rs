@@ -209,8 +209,12 @@ impl PretrainConfig {
         if o.epochs == 0 {
             bail!("optim.epochs must be at least 1");
         }
-        if o.batch_size == 0 || o.accumulate == 0 || o.batch_size % o.accumulate != 0 {
-            bail!("optim.batch_size ({}) must be a positive multiple of optim.accumulate ({})", o.batch_size, o.accumulate);
+        if o.batch_size == 0 || o.accumulate == 0 || !o.batch_size.is_multiple_of(o.accumulate) {
+            bail!(
+                "optim.batch_size ({}) must be a positive multiple of optim.accumulate ({})",
+                o.batch_size,
+                o.accumulate
+            );
         }
         if !(o.base_lr > 0.0 && o.base_lr.is_finite()) {
             bail!("optim.base_lr must be a positive number, got {}", o.base_lr);
@@ -226,7 +230,11 @@ impl PretrainConfig {
         self.data.split.parse::<crate::datasets::Split>()?;
         crate::backend::check_device_name(&self.run.device)?;
         if self.model.projector.out != self.model.predictor.out {
-            bail!("model.predictor.out ({}) must equal model.projector.out ({})", self.model.predictor.out, self.model.projector.out);
+            bail!(
+                "model.predictor.out ({}) must equal model.projector.out ({})",
+                self.model.predictor.out,
+                self.model.projector.out
+            );
         }
         Ok(())
     }

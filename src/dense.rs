@@ -20,13 +20,7 @@ impl<'a> MatRef<'a> {
     /// callers validate user data first).
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
         assert!(data.len() >= rows * cols, "matrix buffer too short");
-        Self {
-            data,
-            rows,
-            cols,
-            row_stride: cols,
-            col_stride: 1,
-        }
+        Self { data, rows, cols, row_stride: cols, col_stride: 1 }
     }
 
     /// The transpose (no copy).
@@ -56,10 +50,7 @@ pub fn matmul_into(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, threads: usize
     assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
     let (m, n, k) = (a.rows, b.cols, a.cols);
     assert_eq!(dst.len(), m * n, "matmul: destination has the wrong size");
-    assert!(
-        a.extent() <= a.data.len() && b.extent() <= b.data.len(),
-        "matmul: view out of bounds"
-    );
+    assert!(a.extent() <= a.data.len() && b.extent() <= b.data.len(), "matmul: view out of bounds");
     if m == 0 || n == 0 {
         return;
     }
@@ -67,11 +58,7 @@ pub fn matmul_into(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, threads: usize
         dst.fill(0.0);
         return;
     }
-    let parallelism = if threads == 1 {
-        Parallelism::None
-    } else {
-        Parallelism::Rayon(threads)
-    };
+    let parallelism = if threads == 1 { Parallelism::None } else { Parallelism::Rayon(threads) };
     // SAFETY: the views were bounds-checked above, `dst` has exactly m*n elements with row
     // stride n and column stride 1, and the inputs do not alias `dst` (shared vs. mutable
     // borrows). With read_dst = false gemm writes dst := 1.0 * a * b.

@@ -44,19 +44,11 @@ pub struct Source {
 }
 
 const fn tarball(file: &'static str, md5: &'static str) -> Resource {
-    Resource {
-        file,
-        md5,
-        extract: true,
-    }
+    Resource { file, md5, extract: true }
 }
 
 const fn plain(file: &'static str, md5: &'static str) -> Resource {
-    Resource {
-        file,
-        md5,
-        extract: false,
-    }
+    Resource { file, md5, extract: false }
 }
 
 /// The downloadable data sets. Checksums: cs.toronto.edu/~kriz/cifar.html (CIFAR), torchvision
@@ -66,50 +58,29 @@ pub const SOURCES: [Source; 5] = [
         name: "cifar10",
         base_url: "https://www.cs.toronto.edu/~kriz/",
         subdir: "",
-        resources: &[tarball(
-            "cifar-10-binary.tar.gz",
-            "c32a1d4ab5d03f1284b67883e8d87530",
-        )],
+        resources: &[tarball("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530")],
     },
     Source {
         name: "cifar100",
         base_url: "https://www.cs.toronto.edu/~kriz/",
         subdir: "",
-        resources: &[tarball(
-            "cifar-100-binary.tar.gz",
-            "03b5dce01913d631647c71ecec9e9cb8",
-        )],
+        resources: &[tarball("cifar-100-binary.tar.gz", "03b5dce01913d631647c71ecec9e9cb8")],
     },
     Source {
         name: "stl10",
         base_url: "http://ai.stanford.edu/~acoates/stl10/",
         subdir: "",
-        resources: &[tarball(
-            "stl10_binary.tar.gz",
-            "91f7769df0f17e558f3565bffb0c7dfb",
-        )],
+        resources: &[tarball("stl10_binary.tar.gz", "91f7769df0f17e558f3565bffb0c7dfb")],
     },
     Source {
         name: "mnist",
         base_url: "https://ossci-datasets.s3.amazonaws.com/mnist/",
         subdir: "mnist",
         resources: &[
-            plain(
-                "train-images-idx3-ubyte.gz",
-                "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-            ),
-            plain(
-                "train-labels-idx1-ubyte.gz",
-                "d53e105ee54ea40749a09fcbcd1e9432",
-            ),
-            plain(
-                "t10k-images-idx3-ubyte.gz",
-                "9fb629c4189551a2d022fa330f9573f3",
-            ),
-            plain(
-                "t10k-labels-idx1-ubyte.gz",
-                "ec29112dd5afa0611ce80d1b7f02629c",
-            ),
+            plain("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+            plain("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+            plain("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+            plain("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
         ],
     },
     Source {
@@ -117,46 +88,22 @@ pub const SOURCES: [Source; 5] = [
         base_url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         subdir: "fashion-mnist",
         resources: &[
-            plain(
-                "train-images-idx3-ubyte.gz",
-                "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-            ),
-            plain(
-                "train-labels-idx1-ubyte.gz",
-                "25c81989df183df01b3e8a0aad5dffbe",
-            ),
-            plain(
-                "t10k-images-idx3-ubyte.gz",
-                "bef4ecab320f06d8554ea6380940ec79",
-            ),
-            plain(
-                "t10k-labels-idx1-ubyte.gz",
-                "bb300cfdad3c16e7a12a480ee83cd310",
-            ),
+            plain("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+            plain("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+            plain("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+            plain("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
         ],
     },
 ];
 
 /// The source of data set `name`, or an error listing the downloadable ones.
 pub fn source(name: &str) -> Result<&'static Source> {
-    let names = || {
-        SOURCES
-            .iter()
-            .map(|s| s.name)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let canonical =
-        canonical_name(name).with_context(|| format!("downloadable data sets: {}", names()))?;
+    let names = || SOURCES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ");
+    let canonical = canonical_name(name).with_context(|| format!("downloadable data sets: {}", names()))?;
     SOURCES
         .iter()
         .find(|s| s.name == canonical)
-        .with_context(|| {
-            format!(
-                "data set {name:?} cannot be downloaded; downloadable: {}",
-                names()
-            )
-        })
+        .with_context(|| format!("data set {name:?} cannot be downloaded; downloadable: {}", names()))
 }
 
 /// Options of [`download`].
@@ -176,13 +123,7 @@ pub struct DownloadOptions {
 
 impl Default for DownloadOptions {
     fn default() -> Self {
-        Self {
-            base_url: None,
-            checksums_override: HashMap::new(),
-            force: false,
-            keep_archives: false,
-            progress: true,
-        }
+        Self { base_url: None, checksums_override: HashMap::new(), force: false, keep_archives: false, progress: true }
     }
 }
 
@@ -195,15 +136,10 @@ pub fn download(name: &str, dir: &Path, opts: &DownloadOptions) -> Result<PathBu
         return Ok(dir.to_path_buf());
     }
     let target_dir = dir.join(src.subdir);
-    std::fs::create_dir_all(&target_dir)
-        .with_context(|| format!("cannot create {}", target_dir.display()))?;
+    std::fs::create_dir_all(&target_dir).with_context(|| format!("cannot create {}", target_dir.display()))?;
     let base = opts.base_url.as_deref().unwrap_or(src.base_url);
     for res in src.resources {
-        let md5 = opts
-            .checksums_override
-            .get(res.file)
-            .map(String::as_str)
-            .unwrap_or(res.md5);
+        let md5 = opts.checksums_override.get(res.file).map(String::as_str).unwrap_or(res.md5);
         let dest = target_dir.join(res.file);
         let url = format!("{}/{}", base.trim_end_matches('/'), res.file);
         let present = !opts.force && dest.is_file() && md5_file(&dest)?.eq_ignore_ascii_case(md5);
@@ -213,8 +149,7 @@ pub fn download(name: &str, dir: &Path, opts: &DownloadOptions) -> Result<PathBu
         if res.extract {
             extract_tar_gz(&dest, &target_dir)?;
             if !opts.keep_archives {
-                std::fs::remove_file(&dest)
-                    .with_context(|| format!("cannot remove {}", dest.display()))?;
+                std::fs::remove_file(&dest).with_context(|| format!("cannot remove {}", dest.display()))?;
             }
         }
     }
@@ -262,14 +197,8 @@ impl<W: Write> Write for HashingWriter<W> {
 /// The data goes to a hidden `.part` temporary file next to `dest`, deleted on any failure and
 /// renamed to `dest` only once verified.
 pub fn fetch_verified(url: &str, dest: &Path, md5: &str, progress: bool) -> Result<()> {
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{file_name}."))
         .suffix(".part")
@@ -282,17 +211,14 @@ pub fn fetch_verified(url: &str, dest: &Path, md5: &str, progress: bool) -> Resu
         .timeout_per_read(Some(Duration::from_secs(60)))
         .build()
         .into();
-    let response = agent
-        .get(url)
-        .call()
-        .with_context(|| format!("downloading {url}"))?;
+    let response = agent.get(url).call().with_context(|| format!("downloading {url}"))?;
     let (_, mut body) = response.into_parts();
     let expected_len = body.content_length();
     let bar = if progress {
         let bar = expected_len.map_or_else(ProgressBar::no_length, ProgressBar::new);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        ) {
+        if let Ok(style) =
+            ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message(file_name.clone());
@@ -300,33 +226,14 @@ pub fn fetch_verified(url: &str, dest: &Path, md5: &str, progress: bool) -> Resu
     } else {
         ProgressBar::hidden()
     };
-    let file = tmp
-        .as_file()
-        .try_clone()
-        .with_context(|| format!("cannot reopen {}", tmp.path().display()))?;
-    let mut writer = HashingWriter {
-        inner: io::BufWriter::new(file),
-        hasher: Md5::new(),
-        bytes: 0,
-    };
+    let file = tmp.as_file().try_clone().with_context(|| format!("cannot reopen {}", tmp.path().display()))?;
+    let mut writer = HashingWriter { inner: io::BufWriter::new(file), hasher: Md5::new(), bytes: 0 };
     let mut reader = bar.wrap_read(body.as_reader());
     let copied = io::copy(&mut reader, &mut writer);
     bar.finish_and_clear();
-    copied.with_context(|| {
-        format!(
-            "downloading {url}: transfer failed after {} bytes",
-            writer.bytes
-        )
-    })?;
-    let HashingWriter {
-        inner,
-        hasher,
-        bytes,
-    } = writer;
-    inner
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    copied.with_context(|| format!("downloading {url}: transfer failed after {} bytes", writer.bytes))?;
+    let HashingWriter { inner, hasher, bytes } = writer;
+    inner.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot write {}", tmp.path().display()))?;
     if let Some(len) = expected_len {
         if bytes != len {
             bail!("downloading {url}: connection closed after {bytes} of {len} bytes");
@@ -335,16 +242,10 @@ pub fn fetch_verified(url: &str, dest: &Path, md5: &str, progress: bool) -> Resu
     let actual = hex(&hasher.finalize());
     if !actual.eq_ignore_ascii_case(md5) {
         // `tmp` is deleted when dropped.
-        bail!(
-            "{}: checksum mismatch for {url}: expected md5 {md5}, got {actual} (download deleted)",
-            dest.display()
-        );
+        bail!("{}: checksum mismatch for {url}: expected md5 {md5}, got {actual} (download deleted)", dest.display());
     }
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("cannot sync {}", tmp.path().display()))?;
-    tmp.persist(dest)
-        .with_context(|| format!("cannot rename download to {}", dest.display()))?;
+    tmp.as_file().sync_all().with_context(|| format!("cannot sync {}", tmp.path().display()))?;
+    tmp.persist(dest).with_context(|| format!("cannot rename download to {}", dest.display()))?;
     Ok(())
 }
 
@@ -360,25 +261,19 @@ pub fn extract_tar_gz(archive: &Path, dir: &Path) -> Result<()> {
     tar::Archive::new(GzDecoder::new(file))
         .unpack(tmp.path())
         .with_context(|| format!("{}: cannot extract archive", archive.display()))?;
-    let entries = std::fs::read_dir(tmp.path())
-        .with_context(|| format!("cannot list {}", tmp.path().display()))?;
+    let entries = std::fs::read_dir(tmp.path()).with_context(|| format!("cannot list {}", tmp.path().display()))?;
     for entry in entries {
-        let from = entry
-            .with_context(|| format!("cannot list {}", tmp.path().display()))?
-            .path();
+        let from = entry.with_context(|| format!("cannot list {}", tmp.path().display()))?.path();
         let Some(name) = from.file_name() else {
             continue;
         };
         let to = dir.join(name);
         if to.is_dir() {
-            std::fs::remove_dir_all(&to)
-                .with_context(|| format!("cannot replace {}", to.display()))?;
+            std::fs::remove_dir_all(&to).with_context(|| format!("cannot replace {}", to.display()))?;
         } else if to.exists() {
-            std::fs::remove_file(&to)
-                .with_context(|| format!("cannot replace {}", to.display()))?;
+            std::fs::remove_file(&to).with_context(|| format!("cannot replace {}", to.display()))?;
         }
-        std::fs::rename(&from, &to)
-            .with_context(|| format!("cannot move extracted {}", to.display()))?;
+        std::fs::rename(&from, &to).with_context(|| format!("cannot move extracted {}", to.display()))?;
     }
     Ok(())
 }

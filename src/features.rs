@@ -10,17 +10,12 @@ use rayon::prelude::*;
 pub fn check_matrix(what: &str, data: &[f32], dim: usize) -> Result<usize> {
     ensure!(dim > 0, "{what}: feature dimension is 0");
     ensure!(
-        data.len() % dim == 0,
+        data.len().is_multiple_of(dim),
         "{what}: buffer of {} values is not a whole number of rows of dimension {dim}",
         data.len()
     );
     if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "{what}: non-finite value {} at row {}, column {}",
-            data[pos],
-            pos / dim,
-            pos % dim
-        );
+        bail!("{what}: non-finite value {} at row {}, column {}", data[pos], pos / dim, pos % dim);
     }
     Ok(data.len() / dim)
 }
@@ -28,16 +23,9 @@ pub fn check_matrix(what: &str, data: &[f32], dim: usize) -> Result<usize> {
 /// Checks that there is one label per row and every label is `< num_classes`.
 pub fn check_labels(what: &str, labels: &[usize], rows: usize, num_classes: usize) -> Result<()> {
     ensure!(num_classes > 0, "{what}: number of classes is 0");
-    ensure!(
-        labels.len() == rows,
-        "{what}: {} labels for {rows} feature rows",
-        labels.len()
-    );
+    ensure!(labels.len() == rows, "{what}: {} labels for {rows} feature rows", labels.len());
     if let Some(pos) = labels.iter().position(|&l| l >= num_classes) {
-        bail!(
-            "{what}: label {} at row {pos} is not below the class count {num_classes}",
-            labels[pos]
-        );
+        bail!("{what}: label {} at row {pos} is not below the class count {num_classes}", labels[pos]);
     }
     Ok(())
 }
@@ -46,11 +34,7 @@ pub fn check_labels(what: &str, labels: &[usize], rows: usize, num_classes: usiz
 pub fn l2_normalized(data: &[f32], dim: usize) -> Vec<f32> {
     let mut out = data.to_vec();
     out.par_chunks_mut(dim).for_each(|row| {
-        let norm = row
-            .iter()
-            .map(|v| (*v as f64) * (*v as f64))
-            .sum::<f64>()
-            .sqrt();
+        let norm = row.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
         if norm > 0.0 {
             let inv = (1.0 / norm) as f32;
             row.iter_mut().for_each(|v| *v *= inv);
@@ -92,10 +76,7 @@ impl Standardizer {
                 }
             })
             .collect();
-        Self {
-            mean: mean.iter().map(|m| *m as f32).collect(),
-            std,
-        }
+        Self { mean: mean.iter().map(|m| *m as f32).collect(), std }
     }
 
     /// `(x - mean) / std` applied to every row, as a new buffer.
@@ -103,8 +84,8 @@ impl Standardizer {
         let dim = self.mean.len();
         let mut out = data.to_vec();
         out.par_chunks_mut(dim).for_each(|row| {
-            for j in 0..dim {
-                row[j] = (row[j] - self.mean[j]) / self.std[j];
+            for ((x, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
+                *x = (*x - m) / s;
             }
         });
         out
@@ -126,14 +107,8 @@ pub fn gather_rows(data: &[f32], dim: usize, indices: &[usize]) -> Vec<f32> {
 pub fn holdout_split(n: usize, fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
-    ensure!(
-        fraction > 0.0 && fraction < 1.0,
-        "held-out fraction must be in (0, 1), got {fraction}"
-    );
-    ensure!(
-        n >= 2,
-        "cannot hold out part of a training set of {n} samples"
-    );
+    ensure!(fraction > 0.0 && fraction < 1.0, "held-out fraction must be in (0, 1), got {fraction}");
+    ensure!(n >= 2, "cannot hold out part of a training set of {n} samples");
     let n_val = ((fraction * n as f64).round() as usize).clamp(1, n - 1);
     let mut idx: Vec<usize> = (0..n).collect();
     idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));

@@ -26,11 +26,7 @@ pub struct KnnConfig {
 
 impl Default for KnnConfig {
     fn default() -> Self {
-        Self {
-            k: 200,
-            temperature: 0.1,
-            block_rows: 64,
-        }
+        Self { k: 200, temperature: 0.1, block_rows: 64 }
     }
 }
 
@@ -157,42 +153,29 @@ mod tests {
         let h = 3f32.sqrt() / 2.0;
         let train = [2.0, 0.0, 0.5, h, 0.0, 3.0, -1.0, 0.0];
         let labels = [0, 1, 1, 0];
-        let cfg = KnnConfig {
-            k: 3,
-            temperature: 0.5,
-            block_rows: 1,
-        };
+        let cfg = KnnConfig { k: 3, temperature: 0.5, block_rows: 1 };
         let s = knn_scores(&train, &labels, &[5.0, 0.0], 2, 2, &cfg).unwrap();
         let class0 = (1.0f64 / 0.5).exp();
         let class1 = (0.5f64 / 0.5).exp() + (0.0f64 / 0.5).exp();
         assert!((s.data[0] as f64 - class0).abs() < 1e-4, "{:?}", s.data);
         assert!((s.data[1] as f64 - class1).abs() < 1e-4, "{:?}", s.data);
         // With k = 4 the opposite point (sim -1) adds exp(-2) to class 0.
-        let cfg4 = KnnConfig {
-            k: 4,
-            ..cfg.clone()
-        };
+        let cfg4 = KnnConfig { k: 4, ..cfg.clone() };
         let s4 = knn_scores(&train, &labels, &[5.0, 0.0], 2, 2, &cfg4).unwrap();
         assert!((s4.data[0] as f64 - class0 - (-2.0f64).exp()).abs() < 1e-4);
         // k larger than the training set is capped, not an error.
         let big = KnnConfig { k: 200, ..cfg };
-        assert_eq!(
-            knn_scores(&train, &labels, &[5.0, 0.0], 2, 2, &big).unwrap(),
-            s4
-        );
+        assert_eq!(knn_scores(&train, &labels, &[5.0, 0.0], 2, 2, &big).unwrap(), s4);
     }
 
     #[test]
     fn top_k_matches_full_sort_with_ties() {
-        let s: Vec<f32> = (0..1000)
-            .map(|i| ((i * 7919) % 101) as f32 / 100.0)
-            .collect();
+        let s: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 101) as f32 / 100.0).collect();
         for k in [1, 5, 200, 999, 1000] {
             let mut got = Vec::new();
             top_k_into(&s, k, &mut got);
             got.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            let mut all: Vec<(f32, u32)> =
-                s.iter().enumerate().map(|(j, &v)| (v, j as u32)).collect();
+            let mut all: Vec<(f32, u32)> = s.iter().enumerate().map(|(j, &v)| (v, j as u32)).collect();
             all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             assert_eq!(got, all[..k].to_vec(), "k = {k}");
         }
@@ -204,10 +187,7 @@ mod tests {
         assert!(knn_scores(&[1.0, 0.0], &[0], &[1.0], 2, 2, &cfg).is_err());
         assert!(knn_scores(&[1.0, 0.0], &[2], &[1.0, 0.0], 2, 2, &cfg).is_err());
         assert!(knn_scores(&[], &[], &[1.0, 0.0], 2, 2, &cfg).is_err());
-        let zero_t = KnnConfig {
-            temperature: 0.0,
-            ..cfg
-        };
+        let zero_t = KnnConfig { temperature: 0.0, ..cfg };
         assert!(knn_scores(&[1.0, 0.0], &[0], &[1.0, 0.0], 2, 2, &zero_t).is_err());
     }
 }

@@ -25,20 +25,9 @@ pub struct LabelSubset {
 impl LabelSubset {
     /// Draws `round(fraction × count_c)` (at least 1) samples of every class `c` present in
     /// `labels` (the labels of the whole training set, in index order).
-    pub fn balanced(
-        labels: &[usize],
-        num_classes: usize,
-        fraction: f64,
-        seed: u64,
-    ) -> Result<Self> {
-        ensure!(
-            fraction > 0.0 && fraction <= 1.0,
-            "label subset: fraction must be in (0, 1], got {fraction}"
-        );
-        ensure!(
-            !labels.is_empty(),
-            "label subset: the labelled training set is empty"
-        );
+    pub fn balanced(labels: &[usize], num_classes: usize, fraction: f64, seed: u64) -> Result<Self> {
+        ensure!(fraction > 0.0 && fraction <= 1.0, "label subset: fraction must be in (0, 1], got {fraction}");
+        ensure!(!labels.is_empty(), "label subset: the labelled training set is empty");
         let mut per_class: Vec<Vec<usize>> = vec![Vec::new(); num_classes];
         for (i, &l) in labels.iter().enumerate() {
             ensure!(
@@ -55,33 +44,21 @@ impl LabelSubset {
             indices.extend_from_slice(&members[..keep]);
         }
         indices.sort_unstable();
-        Ok(Self {
-            seed,
-            fraction,
-            dataset_len: labels.len(),
-            num_classes,
-            indices,
-        })
+        Ok(Self { seed, fraction, dataset_len: labels.len(), num_classes, indices })
     }
 
     /// Writes the subset as pretty JSON.
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text)
-            .with_context(|| format!("writing label subset {}", path.display()))
+        std::fs::write(path, text).with_context(|| format!("writing label subset {}", path.display()))
     }
 
     /// Reads a subset written by [`save`](Self::save) and checks it against the data set it
     /// will index: same length, indices in range, sorted and distinct.
     pub fn load(path: &Path, dataset_len: usize) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading label subset {}", path.display()))?;
-        let s: Self = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "label subset {} is not valid JSON of the expected form",
-                path.display()
-            )
-        })?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading label subset {}", path.display()))?;
+        let s: Self = serde_json::from_str(&text)
+            .with_context(|| format!("label subset {} is not valid JSON of the expected form", path.display()))?;
         let p = path.display();
         ensure!(
             s.dataset_len == dataset_len,

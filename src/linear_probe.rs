@@ -84,14 +84,8 @@ pub fn train_linear(
     let n = check_matrix("linear-probe train features", train, dim)?;
     check_labels("linear-probe train labels", labels, n, num_classes)?;
     ensure!(n > 0, "linear probe: the training set is empty");
-    ensure!(
-        cfg.epochs > 0 && cfg.batch_size > 0,
-        "linear probe: epochs and batch size must be > 0"
-    );
-    ensure!(
-        lr.is_finite() && lr > 0.0,
-        "linear probe: learning rate must be positive, got {lr}"
-    );
+    ensure!(cfg.epochs > 0 && cfg.batch_size > 0, "linear probe: epochs and batch size must be > 0");
+    ensure!(lr.is_finite() && lr > 0.0, "linear probe: learning rate must be positive, got {lr}");
     let standardizer = cfg.standardize.then(|| Standardizer::fit(train, dim));
     let x = match &standardizer {
         Some(s) => s.apply(train),
@@ -115,24 +109,16 @@ pub fn train_linear(
             let yb: Vec<usize> = batch.iter().map(|&i| labels[i]).collect();
             let mut lg = loss_and_grad(&xb, &yb, &model, 1)?;
             epoch_loss += lg.loss * batch.len() as f64;
-            let lr_t =
-                (lr as f64 * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total).cos()))
-                    as f32;
+            let lr_t = (lr as f64 * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total).cos())) as f32;
             if cfg.weight_decay != 0.0 {
-                lg.grad_weight
-                    .iter_mut()
-                    .zip(&model.weight)
-                    .for_each(|(g, w)| *g += cfg.weight_decay * w);
+                lg.grad_weight.iter_mut().zip(&model.weight).for_each(|(g, w)| *g += cfg.weight_decay * w);
             }
             nesterov(&mut model.weight, &mut vel_w, &lg.grad_weight, lr_t, mu);
             nesterov(&mut model.bias, &mut vel_b, &lg.grad_bias, lr_t, mu);
             step += 1;
         }
         last_epoch_loss = epoch_loss / n as f64;
-        ensure!(
-            last_epoch_loss.is_finite(),
-            "linear probe diverged (non-finite loss) with learning rate {lr}"
-        );
+        ensure!(last_epoch_loss.is_finite(), "linear probe diverged (non-finite loss) with learning rate {lr}");
     }
     Ok((model, last_epoch_loss))
 }
@@ -160,10 +146,7 @@ pub fn linear_probe(
     check_labels("linear-probe train labels", train_labels, n, num_classes)?;
     let n_test = check_matrix("linear-probe test features", test, dim)?;
     check_labels("linear-probe test labels", test_labels, n_test, num_classes)?;
-    ensure!(
-        !cfg.lr_candidates.is_empty(),
-        "linear probe: no learning rate to try"
-    );
+    ensure!(!cfg.lr_candidates.is_empty(), "linear probe: no learning rate to try");
     let mut sweep = Vec::new();
     let best_lr = if cfg.lr_candidates.len() == 1 {
         cfg.lr_candidates[0]
@@ -176,17 +159,11 @@ pub fn linear_probe(
             .par_iter()
             .map(|&lr| -> Result<LrTrial> {
                 match train_linear(&xf, &yf, dim, num_classes, lr, cfg) {
-                    Ok((m, loss)) => Ok(LrTrial {
-                        lr,
-                        holdout_top1: m.scores(&xv)?.top_k_accuracy(&yv, 1),
-                        final_train_loss: loss,
-                    }),
+                    Ok((m, loss)) => {
+                        Ok(LrTrial { lr, holdout_top1: m.scores(&xv)?.top_k_accuracy(&yv, 1), final_train_loss: loss })
+                    }
                     // A diverging rate is a legitimate sweep outcome, not a failure.
-                    Err(_) => Ok(LrTrial {
-                        lr,
-                        holdout_top1: 0.0,
-                        final_train_loss: f64::INFINITY,
-                    }),
+                    Err(_) => Ok(LrTrial { lr, holdout_top1: 0.0, final_train_loss: f64::INFINITY }),
                 }
             })
             .collect::<Result<Vec<_>>>()?;
@@ -231,11 +208,7 @@ mod tests {
     fn separable_two_points_are_learned_and_seeded() {
         let x = [1.0, 0.0, 0.0, 1.0, 0.9, 0.1, 0.1, 0.9];
         let y = [0, 1, 0, 1];
-        let cfg = LinearProbeConfig {
-            epochs: 50,
-            batch_size: 2,
-            ..Default::default()
-        };
+        let cfg = LinearProbeConfig { epochs: 50, batch_size: 2, ..Default::default() };
         let (m, loss) = train_linear(&x, &y, 2, 2, 0.5, &cfg).unwrap();
         assert!(loss < 0.1, "loss {loss}");
         assert_eq!(m.scores(&x).unwrap().predictions(), vec![0, 1, 0, 1]);

@@ -33,14 +33,7 @@ pub struct LoaderConfig {
 
 impl Default for LoaderConfig {
     fn default() -> Self {
-        Self {
-            batch_size: 256,
-            drop_last: true,
-            shuffle: true,
-            seed: 0,
-            prefetch: 2,
-            threads: 0,
-        }
+        Self { batch_size: 256, drop_last: true, shuffle: true, seed: 0, prefetch: 2, threads: 0 }
     }
 }
 
@@ -110,10 +103,7 @@ fn spawn_batches<J, T: Send + 'static>(
             }
         })
         .context("spawning the data loader thread")?;
-    Ok(BatchIter {
-        rx: Some(rx),
-        handle: Some(handle),
-    })
+    Ok(BatchIter { rx: Some(rx), handle: Some(handle) })
 }
 
 struct Inner {
@@ -150,11 +140,7 @@ pub struct PairLoader {
 
 impl PairLoader {
     /// Validates the configuration against the data set (channels, batch size).
-    pub fn new(
-        dataset: Arc<dyn Dataset>,
-        augment: AugmentConfig,
-        cfg: LoaderConfig,
-    ) -> Result<Self> {
+    pub fn new(dataset: Arc<dyn Dataset>, augment: AugmentConfig, cfg: LoaderConfig) -> Result<Self> {
         check(dataset.as_ref(), &augment, &cfg)?;
         ensure!(
             !cfg.drop_last || dataset.len() >= cfg.batch_size,
@@ -164,14 +150,7 @@ impl PairLoader {
         );
         let augmenter = Augmenter::new(augment, cfg.seed)?;
         let pool = build_pool(cfg.threads)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                dataset,
-                augmenter,
-                cfg,
-                pool,
-            }),
-        })
+        Ok(Self { inner: Arc::new(Inner { dataset, augmenter, cfg, pool }) })
     }
 
     pub fn augmenter(&self) -> &Augmenter {
@@ -194,12 +173,7 @@ impl PairLoader {
 
     /// The sample order of `epoch`: a permutation derived from (seed, epoch) only.
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
-        epoch_order(
-            self.inner.dataset.len(),
-            self.inner.cfg.shuffle,
-            self.inner.cfg.seed,
-            epoch,
-        )
+        epoch_order(self.inner.dataset.len(), self.inner.cfg.shuffle, self.inner.cfg.seed, epoch)
     }
 
     /// Builds batch `batch` of `epoch` synchronously (on the loader's thread pool).
@@ -213,15 +187,10 @@ impl PairLoader {
     /// uninterrupted run yields from its k-th batch of that epoch.
     pub fn epoch(&self, epoch: u64, start_batch: usize) -> Result<BatchIter<PairBatch>> {
         let n = self.batches_per_epoch();
-        ensure!(
-            start_batch <= n,
-            "start batch {start_batch} is past the {n} batches of an epoch"
-        );
+        ensure!(start_batch <= n, "start batch {start_batch} is past the {n} batches of an epoch");
         let inner = Arc::clone(&self.inner);
         let order = self.epoch_order(epoch);
-        spawn_batches(start_batch..n, inner.cfg.prefetch, move |b| {
-            inner.pair_batch(&order, epoch, b)
-        })
+        spawn_batches(start_batch..n, inner.cfg.prefetch, move |b| inner.pair_batch(&order, epoch, b))
     }
 
     /// Iterates batches without end from batch `start_batch` of `epoch` on, through the
@@ -229,10 +198,7 @@ impl PairLoader {
     /// Yields the same batches as `epoch(epoch, start_batch)`, `epoch(epoch + 1, 0)`, ….
     pub fn stream(&self, epoch: u64, start_batch: usize) -> Result<BatchIter<PairBatch>> {
         let n = self.batches_per_epoch();
-        ensure!(
-            start_batch <= n,
-            "start batch {start_batch} is past the {n} batches of an epoch"
-        );
+        ensure!(start_batch <= n, "start batch {start_batch} is past the {n} batches of an epoch");
         ensure!(n > 0, "an epoch has no batches");
         let jobs = (epoch..).flat_map(move |e| {
             let first = if e == epoch { start_batch } else { 0 };
@@ -263,24 +229,17 @@ fn epoch_order(n: usize, shuffle: bool, seed: u64, epoch: u64) -> Vec<usize> {
 impl Inner {
     fn pair_batch(&self, order: &[usize], epoch: u64, batch: usize) -> Result<PairBatch> {
         let bs = self.cfg.batch_size;
-        let indices =
-            order[(batch * bs).min(order.len())..((batch + 1) * bs).min(order.len())].to_vec();
+        let indices = order[(batch * bs).min(order.len())..((batch + 1) * bs).min(order.len())].to_vec();
         let [c, h, w] = self.augmenter.view_shape();
         let per = c * h * w;
-        let (mut view1, mut view2) = (
-            vec![0.0f32; indices.len() * per],
-            vec![0.0f32; indices.len() * per],
-        );
+        let (mut view1, mut view2) = (vec![0.0f32; indices.len() * per], vec![0.0f32; indices.len() * per]);
         let labels = self.pool.install(|| {
             view1
                 .par_chunks_mut(per)
                 .zip(view2.par_chunks_mut(per))
                 .zip(indices.par_iter())
                 .map(|((a, b), &i)| {
-                    let s = self
-                        .dataset
-                        .get(i)
-                        .with_context(|| format!("loading sample {i}"))?;
+                    let s = self.dataset.get(i).with_context(|| format!("loading sample {i}"))?;
                     let aug = &self.augmenter;
                     aug.augment_view_into(&s.image, epoch, i as u64, 0, a)
                         .and_then(|_| aug.augment_view_into(&s.image, epoch, i as u64, 1, b))
@@ -289,15 +248,7 @@ impl Inner {
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
-        Ok(PairBatch {
-            epoch,
-            batch,
-            shape: [indices.len(), c, h, w],
-            view1,
-            view2,
-            indices,
-            labels,
-        })
+        Ok(PairBatch { epoch, batch, shape: [indices.len(), c, h, w], view1, view2, indices, labels })
     }
 
     fn eval_batch(&self, batch: usize) -> Result<EvalBatch> {
@@ -311,24 +262,13 @@ impl Inner {
                 .par_chunks_mut(per)
                 .zip(indices.par_iter())
                 .map(|(out, &i)| {
-                    let s = self
-                        .dataset
-                        .get(i)
-                        .with_context(|| format!("loading sample {i}"))?;
-                    self.augmenter
-                        .eval_into(&s.image, out)
-                        .with_context(|| format!("transforming sample {i}"))?;
+                    let s = self.dataset.get(i).with_context(|| format!("loading sample {i}"))?;
+                    self.augmenter.eval_into(&s.image, out).with_context(|| format!("transforming sample {i}"))?;
                     Ok(s.label)
                 })
                 .collect::<Result<Vec<_>>>()
         })?;
-        Ok(EvalBatch {
-            batch,
-            shape: [indices.len(), c, h, w],
-            images,
-            indices,
-            labels,
-        })
+        Ok(EvalBatch { batch, shape: [indices.len(), c, h, w], images, indices, labels })
     }
 }
 
@@ -340,22 +280,11 @@ pub struct EvalLoader {
 }
 
 impl EvalLoader {
-    pub fn new(
-        dataset: Arc<dyn Dataset>,
-        augment: AugmentConfig,
-        cfg: LoaderConfig,
-    ) -> Result<Self> {
+    pub fn new(dataset: Arc<dyn Dataset>, augment: AugmentConfig, cfg: LoaderConfig) -> Result<Self> {
         check(dataset.as_ref(), &augment, &cfg)?;
         let augmenter = Augmenter::new(augment, cfg.seed)?;
         let pool = build_pool(cfg.threads)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                dataset,
-                augmenter,
-                cfg,
-                pool,
-            }),
-        })
+        Ok(Self { inner: Arc::new(Inner { dataset, augmenter, cfg, pool }) })
     }
 
     /// Number of batches (the last one may be smaller).
@@ -366,13 +295,8 @@ impl EvalLoader {
     /// Iterates all batches from `start_batch`, prepared in the background.
     pub fn iter_from(&self, start_batch: usize) -> Result<BatchIter<EvalBatch>> {
         let n = self.num_batches();
-        ensure!(
-            start_batch <= n,
-            "start batch {start_batch} is past the {n} batches"
-        );
+        ensure!(start_batch <= n, "start batch {start_batch} is past the {n} batches");
         let inner = Arc::clone(&self.inner);
-        spawn_batches(start_batch..n, inner.cfg.prefetch, move |b| {
-            inner.eval_batch(b)
-        })
+        spawn_batches(start_batch..n, inner.cfg.prefetch, move |b| inner.eval_batch(b))
     }
 }

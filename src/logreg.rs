@@ -80,8 +80,11 @@ struct Objective<'a> {
     num_classes: usize,
     lambda: f64,
     threads: usize,
-    cache: Mutex<Option<(Vec<f64>, f64, Vec<f64>)>>,
+    cache: Mutex<Option<CachedEval>>,
 }
+
+/// Last evaluated point: (parameters, objective, gradient).
+type CachedEval = (Vec<f64>, f64, Vec<f64>);
 
 /// Packed `[W | b]` parameters as an `f32` model.
 fn unpack(p: &[f64], dim: usize, num_classes: usize) -> LinearModel {
@@ -94,28 +97,18 @@ fn unpack(p: &[f64], dim: usize, num_classes: usize) -> LinearModel {
 
 impl Objective<'_> {
     fn eval(&self, p: &[f64]) -> Result<(f64, Vec<f64>)> {
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| anyhow!("logreg cache poisoned"))?;
+        let mut cache = self.cache.lock().map_err(|_| anyhow!("logreg cache poisoned"))?;
         if let Some((cp, c, g)) = cache.as_ref() {
             if cp.as_slice() == p {
                 return Ok((*c, g.clone()));
             }
         }
-        let lg = loss_and_grad(
-            self.x,
-            self.labels,
-            &unpack(p, self.dim, self.num_classes),
-            self.threads,
-        )?;
+        let lg = loss_and_grad(self.x, self.labels, &unpack(p, self.dim, self.num_classes), self.threads)?;
         let wlen = self.dim * self.num_classes;
         let sq: f64 = p[..wlen].iter().map(|w| w * w).sum();
         let cost = lg.loss + 0.5 * self.lambda * sq;
         let mut grad: Vec<f64> = lg.grad_weight.iter().map(|&g| g as f64).collect();
-        grad.iter_mut()
-            .zip(&p[..wlen])
-            .for_each(|(g, w)| *g += self.lambda * w);
+        grad.iter_mut().zip(&p[..wlen]).for_each(|(g, w)| *g += self.lambda * w);
         grad.extend(lg.grad_bias.iter().map(|&g| g as f64));
         *cache = Some((p.to_vec(), cost, grad.clone()));
         Ok((cost, grad))
@@ -152,24 +145,13 @@ pub fn fit_logreg(
     let n = check_matrix("logistic-regression train features", train, dim)?;
     check_labels("logistic-regression train labels", labels, n, num_classes)?;
     ensure!(n > 0, "logistic regression: the training set is empty");
-    ensure!(
-        lambda >= 0.0 && lambda.is_finite(),
-        "logistic regression: bad λ {lambda}"
-    );
+    ensure!(lambda >= 0.0 && lambda.is_finite(), "logistic regression: bad λ {lambda}");
     let standardizer = cfg.standardize.then(|| Standardizer::fit(train, dim));
     let x = match &standardizer {
         Some(s) => s.apply(train),
         None => train.to_vec(),
     };
-    let problem = Objective {
-        x: &x,
-        labels,
-        dim,
-        num_classes,
-        lambda,
-        threads,
-        cache: Mutex::new(None),
-    };
+    let problem = Objective { x: &x, labels, dim, num_classes, lambda, threads, cache: Mutex::new(None) };
     let init = vec![0.0f64; dim * num_classes + num_classes];
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), cfg.memory.max(1))
         .with_tolerance_grad(cfg.tol_grad)?
@@ -179,9 +161,7 @@ pub fn fit_logreg(
         .run()
         .with_context(|| format!("L-BFGS failed for logistic regression with λ = {lambda}"))?;
     let state = res.state();
-    let best = state
-        .get_best_param()
-        .ok_or_else(|| anyhow!("L-BFGS returned no parameters (λ = {lambda})"))?;
+    let best = state.get_best_param().ok_or_else(|| anyhow!("L-BFGS returned no parameters (λ = {lambda})"))?;
     let objective = state.get_best_cost();
     let mut model = unpack(best, dim, num_classes);
     model.standardizer = standardizer;
@@ -199,19 +179,9 @@ pub fn logistic_regression(
     cfg: &LogRegConfig,
 ) -> Result<LogRegOutcome> {
     let n = check_matrix("logistic-regression train features", train, dim)?;
-    check_labels(
-        "logistic-regression train labels",
-        train_labels,
-        n,
-        num_classes,
-    )?;
+    check_labels("logistic-regression train labels", train_labels, n, num_classes)?;
     let n_test = check_matrix("logistic-regression test features", test, dim)?;
-    check_labels(
-        "logistic-regression test labels",
-        test_labels,
-        n_test,
-        num_classes,
-    )?;
+    check_labels("logistic-regression test labels", test_labels, n_test, num_classes)?;
     ensure!(!cfg.lambdas.is_empty(), "logistic regression: no λ to try");
     let mut sweep = Vec::new();
     let best_lambda = if cfg.lambdas.len() == 1 {
@@ -225,19 +195,13 @@ pub fn logistic_regression(
             .par_iter()
             .map(|&lambda| -> Result<LambdaTrial> {
                 let (m, objective) = fit_logreg(&xf, &yf, dim, num_classes, lambda, cfg, 1)?;
-                Ok(LambdaTrial {
-                    lambda,
-                    holdout_top1: m.scores(&xv)?.top_k_accuracy(&yv, 1),
-                    objective,
-                })
+                Ok(LambdaTrial { lambda, holdout_top1: m.scores(&xv)?.top_k_accuracy(&yv, 1), objective })
             })
             .collect::<Result<Vec<_>>>()?;
         // Best held-out top-1; ties go to the stronger regularisation (simpler model).
         let mut best = &sweep[0];
         for t in &sweep[1..] {
-            if t.holdout_top1 > best.holdout_top1
-                || (t.holdout_top1 == best.holdout_top1 && t.lambda > best.lambda)
-            {
+            if t.holdout_top1 > best.holdout_top1 || (t.holdout_top1 == best.holdout_top1 && t.lambda > best.lambda) {
                 best = t;
             }
         }
@@ -266,19 +230,13 @@ mod tests {
     fn solution_is_stationary() {
         let x = [1.0, 0.2, -0.5, 1.0, 0.3, -1.0, -1.0, 0.4];
         let y = [0, 1, 1, 0];
-        let cfg = LogRegConfig {
-            tol_grad: 1e-9,
-            ..Default::default()
-        };
+        let cfg = LogRegConfig { tol_grad: 1e-9, ..Default::default() };
         let (m, _) = fit_logreg(&x, &y, 2, 2, 0.1, &cfg, 1).unwrap();
         let lg = loss_and_grad(&x, &y, &m, 1).unwrap();
         for (g, w) in lg.grad_weight.iter().zip(&m.weight) {
             assert!((g + 0.1 * w).abs() < 1e-4, "not stationary: {g} + 0.1*{w}");
         }
         assert!(lg.grad_bias.iter().all(|g| g.abs() < 1e-4));
-        assert!(
-            m.weight.iter().any(|w| w.abs() > 1e-3),
-            "model stayed at zero"
-        );
+        assert!(m.weight.iter().any(|w| w.abs() > 1e-3), "model stayed at zero");
     }
 }

@@ -34,7 +34,16 @@ pub struct Record {
 
 impl Record {
     #[allow(clippy::too_many_arguments)]
-    pub fn step(step: usize, epoch: usize, loss: f32, lr: f64, tau: f64, ips: f64, z_std: f32, probe: Option<f64>) -> Self {
+    pub fn step(
+        step: usize,
+        epoch: usize,
+        loss: f32,
+        lr: f64,
+        tau: f64,
+        ips: f64,
+        z_std: f32,
+        probe: Option<f64>,
+    ) -> Self {
         Self {
             step,
             epoch,
@@ -66,7 +75,8 @@ impl MetricsLog {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
             for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
                 records.push(
-                    serde_json::from_str(line).with_context(|| format!("{} line {}: not a metrics record", path.display(), i + 1))?,
+                    serde_json::from_str(line)
+                        .with_context(|| format!("{} line {}: not a metrics record", path.display(), i + 1))?,
                 );
             }
         }
@@ -80,7 +90,8 @@ impl MetricsLog {
             .append(true)
             .open(&self.path)
             .with_context(|| format!("cannot open {}", self.path.display()))?;
-        writeln!(f, "{}", serde_json::to_string(r)?).with_context(|| format!("cannot write {}", self.path.display()))?;
+        writeln!(f, "{}", serde_json::to_string(r)?)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
         self.records.push(r.clone());
         Ok(())
     }

@@ -180,12 +180,7 @@ impl ParamSet {
 
     /// Overwrites tensors from host values. Every name of this set must be present with the same
     /// shape; extra names in `values` are an error unless listed by `ignore` (a predicate).
-    pub fn load_host(
-        &mut self,
-        values: &HostTensors,
-        source: &str,
-        ignore: impl Fn(&str) -> bool,
-    ) -> Result<()> {
+    pub fn load_host(&mut self, values: &HostTensors, source: &str, ignore: impl Fn(&str) -> bool) -> Result<()> {
         let mut missing = Vec::new();
         for p in &mut self.params {
             match values.get(&p.name) {
@@ -224,8 +219,7 @@ impl ParamSet {
 
     /// Saves every tensor (with `prefix` prepended to the names) to a safetensors file.
     pub fn save_safetensors(&self, path: &Path, prefix: &str) -> Result<()> {
-        let map: HostTensors =
-            self.to_host().into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect();
+        let map: HostTensors = self.to_host().into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect();
         write_safetensors(path, &map)
     }
 
@@ -251,9 +245,7 @@ pub fn read_safetensors(path: &Path) -> Result<HostTensors> {
 }
 
 /// Reads the tensors and the header metadata of a safetensors file.
-pub fn read_safetensors_with_metadata(
-    path: &Path,
-) -> Result<(HostTensors, std::collections::HashMap<String, String>)> {
+pub fn read_safetensors_with_metadata(path: &Path) -> Result<(HostTensors, std::collections::HashMap<String, String>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;

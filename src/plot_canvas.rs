@@ -18,8 +18,7 @@ pub fn ensure_font() -> Result<()> {
         plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok()
             && plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold()).is_ok()
     });
-    ok.then_some(())
-        .ok_or_else(|| anyhow!("the embedded DejaVu Sans font could not be parsed"))
+    ok.then_some(()).ok_or_else(|| anyhow!("the embedded DejaVu Sans font could not be parsed"))
 }
 
 /// Draws a `width × height` RGB picture with `draw` and saves it as a PNG at `path`.
@@ -31,21 +30,12 @@ where
     let mut buf = vec![255u8; width as usize * height as usize * 3];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
-        root.fill(&WHITE)
-            .map_err(|e| anyhow!("plot {}: {e}", path.display()))?;
+        root.fill(&WHITE).map_err(|e| anyhow!("plot {}: {e}", path.display()))?;
         draw(&root).with_context(|| format!("drawing {}", path.display()))?;
-        root.present()
-            .map_err(|e| anyhow!("plot {}: {e}", path.display()))?;
+        root.present().map_err(|e| anyhow!("plot {}: {e}", path.display()))?;
     }
-    image::save_buffer_with_format(
-        path,
-        &buf,
-        width,
-        height,
-        image::ExtendedColorType::Rgb8,
-        image::ImageFormat::Png,
-    )
-    .with_context(|| format!("writing PNG {}", path.display()))
+    image::save_buffer_with_format(path, &buf, width, height, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
+        .with_context(|| format!("writing PNG {}", path.display()))
 }
 
 /// Converts a plotters drawing error into an `anyhow` error.

@@ -12,18 +12,13 @@ pub type Series = (String, Vec<(f64, f64)>);
 
 /// Writes a PNG with one panel per series (two columns), titled `title`, x axis `x_label`.
 pub fn plot_curves(path: &Path, title: &str, x_label: &str, series: &[Series]) -> Result<()> {
-    ensure!(
-        !series.is_empty(),
-        "plot {}: no series to draw",
-        path.display()
-    );
+    ensure!(!series.is_empty(), "plot {}: no series to draw", path.display());
     let cols = series.len().min(2);
     let rows = series.len().div_ceil(cols);
     let (w, h) = (520 * cols as u32, 60 + 340 * rows as u32);
     render_png(path, w, h, |root| {
         let (top, body) = root.split_vertically(50);
-        top.titled(title, (FONT, 26).into_font())
-            .map_err(draw_err)?;
+        top.titled(title, (FONT, 26).into_font()).map_err(draw_err)?;
         let panels = body.split_evenly((rows, cols));
         for (i, (name, points)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
@@ -43,11 +38,7 @@ fn draw_panel<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let pts: Vec<(f64, f64)> = points
-        .iter()
-        .copied()
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
-        .collect();
+    let pts: Vec<(f64, f64)> = points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
     let (xr, yr) = ranges(&pts);
     let mut chart = ChartBuilder::on(area)
         .caption(name, (FONT, 20).into_font())
@@ -67,17 +58,12 @@ where
         .map_err(draw_err)?;
     if pts.is_empty() {
         let style = (FONT, 18).into_font().color(&RED);
-        area.draw_text("no data", &style, (40, 60))
-            .map_err(draw_err)?;
+        area.draw_text("no data", &style, (40, 60)).map_err(draw_err)?;
         return Ok(());
     }
-    chart
-        .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-        .map_err(draw_err)?;
+    chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2))).map_err(draw_err)?;
     if pts.len() <= 60 {
-        chart
-            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(draw_err)?;
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(draw_err)?;
     }
     Ok(())
 }
@@ -88,20 +74,11 @@ fn ranges(pts: &[(f64, f64)]) -> ((f64, f64), (f64, f64)) {
         return ((0.0, 1.0), (0.0, 1.0));
     }
     let bound = |vals: &mut dyn Iterator<Item = f64>| {
-        let (lo, hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-            (a.min(v), b.max(v))
-        });
-        let pad = if hi > lo {
-            0.05 * (hi - lo)
-        } else {
-            0.5 * lo.abs().max(1e-3)
-        };
+        let (lo, hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        let pad = if hi > lo { 0.05 * (hi - lo) } else { 0.5 * lo.abs().max(1e-3) };
         (lo - pad, hi + pad)
     };
-    (
-        bound(&mut pts.iter().map(|p| p.0)),
-        bound(&mut pts.iter().map(|p| p.1)),
-    )
+    (bound(&mut pts.iter().map(|p| p.0)), bound(&mut pts.iter().map(|p| p.1)))
 }
 
 /// Short tick labels: plain decimals for ordinary magnitudes, scientific notation otherwise.

@@ -204,7 +204,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
                 collapsed_for = 0;
             }
 
-            if step % cfg.run.log_every.max(1) == 0 || step == stop_at {
+            if step.is_multiple_of(cfg.run.log_every.max(1)) || step == stop_at {
                 let secs = t0.elapsed().as_secs_f64();
                 let ips = (cfg.run.log_every.max(1) * cfg.optim.batch_size) as f64 / secs.max(1e-9);
                 t0 = Instant::now();
@@ -219,18 +219,18 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
                     None => eprintln!("step {step}/{total_steps} {msg}"),
                 }
             }
-            if cfg.run.checkpoint_every > 0 && step % cfg.run.checkpoint_every == 0 {
+            if cfg.run.checkpoint_every > 0 && step.is_multiple_of(cfg.run.checkpoint_every) {
                 save(cfg, &model, &opt, &probe, step, &ckpt_dir)?;
             }
         }
         drop(batches);
-        if step % steps_per_epoch == 0 {
+        if step.is_multiple_of(steps_per_epoch) {
             let epoch_done = step / steps_per_epoch;
             let probe_acc = (probe_seen > 0).then(|| probe_correct as f64 / probe_seen as f64);
             (probe_correct, probe_seen) = (0, 0);
             let last = epoch_done == cfg.optim.epochs;
             if let Some(k) = &knn {
-                if last || (cfg.monitor.knn_every > 0 && epoch_done % cfg.monitor.knn_every == 0) {
+                if last || (cfg.monitor.knn_every > 0 && epoch_done.is_multiple_of(cfg.monitor.knn_every)) {
                     let acc = k.evaluate(&model, &device)?;
                     eprintln!("epoch {epoch_done}: kNN top-1 {:.2}% top-5 {:.2}%", acc.0 * 100.0, acc.1 * 100.0);
                     metrics.write(&Record::epoch(step, epoch_done, acc.0, acc.1, probe_acc))?;
@@ -239,7 +239,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
                     }
                 }
             }
-            if cfg.run.checkpoint_every == 0 || step % cfg.run.checkpoint_every != 0 {
+            if cfg.run.checkpoint_every == 0 || !step.is_multiple_of(cfg.run.checkpoint_every) {
                 save(cfg, &model, &opt, &probe, step, &ckpt_dir)?;
             }
             if let Err(e) = metrics.plot(&run_dir.join("curves.png")) {
@@ -250,7 +250,9 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    if step % steps_per_epoch != 0 && (cfg.run.checkpoint_every == 0 || step % cfg.run.checkpoint_every != 0) {
+    if !step.is_multiple_of(steps_per_epoch)
+        && (cfg.run.checkpoint_every == 0 || !step.is_multiple_of(cfg.run.checkpoint_every))
+    {
         save(cfg, &model, &opt, &probe, step, &ckpt_dir)?;
     }
     if step == total_steps {

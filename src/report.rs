@@ -40,12 +40,7 @@ impl EvalReport {
         params: serde_json::Value,
     ) -> Result<Self> {
         let c = scores.num_classes;
-        ensure!(
-            labels.len() == scores.n,
-            "report: {} labels for {} scored samples",
-            labels.len(),
-            scores.n
-        );
+        ensure!(labels.len() == scores.n, "report: {} labels for {} scored samples", labels.len(), scores.n);
         ensure!(
             class_names.is_empty() || class_names.len() == c,
             "report: {} class names for {c} classes",
@@ -67,11 +62,8 @@ impl EvalReport {
                 (total > 0).then(|| row[i] as f64 / total as f64)
             })
             .collect();
-        let class_names = if class_names.is_empty() {
-            (0..c).map(|i| i.to_string()).collect()
-        } else {
-            class_names.to_vec()
-        };
+        let class_names =
+            if class_names.is_empty() { (0..c).map(|i| i.to_string()).collect() } else { class_names.to_vec() };
         Ok(Self {
             method: method.to_string(),
             num_samples: scores.n,
@@ -93,10 +85,8 @@ impl EvalReport {
 
     /// Reads a report written by [`write_json`](Self::write_json).
     pub fn read_json(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading report {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{} is not an evaluation report", path.display()))
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading report {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not an evaluation report", path.display()))
     }
 
     /// Side length in pixels of the confusion-matrix PNG written by
@@ -111,12 +101,7 @@ impl EvalReport {
     pub fn write_confusion_png(&self, path: &Path) -> Result<()> {
         let c = self.num_classes;
         let (w, h) = self.confusion_png_size();
-        let title = format!(
-            "{}: top-1 {:.2}%, top-5 {:.2}%",
-            self.method,
-            100.0 * self.top1,
-            100.0 * self.top5
-        );
+        let title = format!("{}: top-1 {:.2}%, top-5 {:.2}%", self.method, 100.0 * self.top1, 100.0 * self.top5);
         render_png(path, w, h, |root| {
             let mut chart = ChartBuilder::on(root)
                 .caption(title, (FONT, 20).into_font())
@@ -173,11 +158,7 @@ impl EvalReport {
                 let size = (confusion_cell(c) as f64 * 0.3).clamp(9.0, 16.0);
                 chart
                     .draw_series(cells.map(|(i, j)| {
-                        let color: &'static RGBColor = if self.row_fraction(i, j) > 0.5 {
-                            &WHITE
-                        } else {
-                            &BLACK
-                        };
+                        let color: &'static RGBColor = if self.row_fraction(i, j) > 0.5 { &WHITE } else { &BLACK };
                         let style = TextStyle::from((FONT, size).into_font())
                             .color(color)
                             .pos(Pos::new(HPos::Center, VPos::Center));

@@ -23,11 +23,7 @@ impl ClassScores {
             "class scores: {} values for {n} rows x {num_classes} classes",
             data.len()
         );
-        Ok(Self {
-            n,
-            num_classes,
-            data,
-        })
+        Ok(Self { n, num_classes, data })
     }
 
     /// Scores of sample `i`.
@@ -42,10 +38,7 @@ impl ClassScores {
 
     /// Top-1 prediction of every sample.
     pub fn predictions(&self) -> Vec<usize> {
-        (0..self.n)
-            .into_par_iter()
-            .map(|i| rank_top_k(self.row(i), 1)[0])
-            .collect()
+        (0..self.n).into_par_iter().map(|i| rank_top_k(self.row(i), 1)[0]).collect()
     }
 
     /// Fraction of samples whose label is among the `k` best classes. 0 for no samples.
@@ -54,10 +47,8 @@ impl ClassScores {
         if self.n == 0 {
             return 0.0;
         }
-        let hits: usize = (0..self.n)
-            .into_par_iter()
-            .filter(|&i| rank_top_k(self.row(i), k).contains(&labels[i]))
-            .count();
+        let hits: usize =
+            (0..self.n).into_par_iter().filter(|&i| rank_top_k(self.row(i), k).contains(&labels[i])).count();
         hits as f64 / self.n as f64
     }
 }
@@ -68,10 +59,7 @@ pub fn rank_top_k(scores: &[f32], k: usize) -> Vec<usize> {
     let mut best: Vec<usize> = Vec::with_capacity(k + 1);
     for (c, &s) in scores.iter().enumerate() {
         // Position where c would go: after every entry that is >= s (earlier index wins ties).
-        let pos = best
-            .iter()
-            .position(|&b| scores[b] < s)
-            .unwrap_or(best.len());
+        let pos = best.iter().position(|&b| scores[b] < s).unwrap_or(best.len());
         if pos < k {
             best.insert(pos, c);
             best.truncate(k);

@@ -24,13 +24,7 @@ pub struct LinearModel {
 impl LinearModel {
     /// All-zero weights (the loss is convex, so zero is a fine, deterministic start).
     pub fn zeros(dim: usize, num_classes: usize, standardizer: Option<Standardizer>) -> Self {
-        Self {
-            dim,
-            num_classes,
-            weight: vec![0.0; dim * num_classes],
-            bias: vec![0.0; num_classes],
-            standardizer,
-        }
+        Self { dim, num_classes, weight: vec![0.0; dim * num_classes], bias: vec![0.0; num_classes], standardizer }
     }
 
     /// Logits for every row of `features` (raw, not yet standardised).
@@ -48,11 +42,8 @@ impl LinearModel {
 /// `x·Wᵀ + b` for already-standardised `x` (`n × dim`).
 pub fn logits(x: &[f32], n: usize, model: &LinearModel, threads: usize) -> Vec<f32> {
     let c = model.num_classes;
-    let mut out = matmul(
-        MatRef::row_major(x, n, model.dim),
-        MatRef::row_major(&model.weight, c, model.dim).t(),
-        threads,
-    );
+    let mut out =
+        matmul(MatRef::row_major(x, n, model.dim), MatRef::row_major(&model.weight, c, model.dim).t(), threads);
     for row in out.chunks_exact_mut(c) {
         row.iter_mut().zip(&model.bias).for_each(|(o, b)| *o += b);
     }
@@ -68,18 +59,10 @@ pub struct LossGrad {
 }
 
 /// Computes [`LossGrad`] for a batch; `threads` is passed to the GEMM (1 = calling thread).
-pub fn loss_and_grad(
-    x: &[f32],
-    labels: &[usize],
-    model: &LinearModel,
-    threads: usize,
-) -> Result<LossGrad> {
+pub fn loss_and_grad(x: &[f32], labels: &[usize], model: &LinearModel, threads: usize) -> Result<LossGrad> {
     let n = labels.len();
     ensure!(n > 0, "softmax loss on an empty batch");
-    ensure!(
-        x.len() == n * model.dim,
-        "softmax loss: feature/label count mismatch"
-    );
+    ensure!(x.len() == n * model.dim, "softmax loss: feature/label count mismatch");
     let c = model.num_classes;
     let mut g = logits(x, n, model, threads);
     let mut loss = 0.0f64;
@@ -98,21 +81,12 @@ pub fn loss_and_grad(
         row[y] -= inv_n;
     }
     let mut grad_weight = vec![0.0f32; c * model.dim];
-    matmul_into(
-        &mut grad_weight,
-        MatRef::row_major(&g, n, c).t(),
-        MatRef::row_major(x, n, model.dim),
-        threads,
-    );
+    matmul_into(&mut grad_weight, MatRef::row_major(&g, n, c).t(), MatRef::row_major(x, n, model.dim), threads);
     let mut grad_bias = vec![0.0f32; c];
     for row in g.chunks_exact(c) {
         grad_bias.iter_mut().zip(row).for_each(|(gb, v)| *gb += v);
     }
-    Ok(LossGrad {
-        loss: loss / n as f64,
-        grad_weight,
-        grad_bias,
-    })
+    Ok(LossGrad { loss: loss / n as f64, grad_weight, grad_bias })
 }
 
 #[cfg(test)]
@@ -136,18 +110,13 @@ mod tests {
             let fd = (loss_and_grad(&x, &labels, &p, 1).unwrap().loss
                 - loss_and_grad(&x, &labels, &q, 1).unwrap().loss)
                 / (2.0 * eps as f64);
-            assert!(
-                (fd - lg.grad_weight[i] as f64).abs() < 1e-3,
-                "w{i}: {fd} vs {}",
-                lg.grad_weight[i]
-            );
+            assert!((fd - lg.grad_weight[i] as f64).abs() < 1e-3, "w{i}: {fd} vs {}", lg.grad_weight[i]);
         }
         let mut p = m.clone();
         p.bias[1] += eps;
         let mut q = m.clone();
         q.bias[1] -= eps;
-        let fd = (loss_and_grad(&x, &labels, &p, 1).unwrap().loss
-            - loss_and_grad(&x, &labels, &q, 1).unwrap().loss)
+        let fd = (loss_and_grad(&x, &labels, &p, 1).unwrap().loss - loss_and_grad(&x, &labels, &q, 1).unwrap().loss)
             / (2.0 * eps as f64);
         assert!((fd - lg.grad_bias[1] as f64).abs() < 1e-3);
         // Zero model: loss is ln(3).

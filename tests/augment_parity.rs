@@ -13,19 +13,12 @@ use serde_json::Value;
 const TOL: f32 = 1e-4;
 
 fn num(v: &Value, key: &str) -> Result<f64> {
-    v.get(key)
-        .and_then(Value::as_f64)
-        .with_context(|| format!("op parameter {key:?} missing in {v}"))
+    v.get(key).and_then(Value::as_f64).with_context(|| format!("op parameter {key:?} missing in {v}"))
 }
 
 fn floats(v: &Value, key: &str) -> Result<Vec<f32>> {
-    let arr = v
-        .get(key)
-        .and_then(Value::as_array)
-        .with_context(|| format!("op parameter {key:?} missing in {v}"))?;
-    arr.iter()
-        .map(|x| x.as_f64().map(|x| x as f32).context("non-numeric entry"))
-        .collect()
+    let arr = v.get(key).and_then(Value::as_array).with_context(|| format!("op parameter {key:?} missing in {v}"))?;
+    arr.iter().map(|x| x.as_f64().map(|x| x as f32).context("non-numeric entry")).collect()
 }
 
 /// Applies op `name` with parameters `p` to one image; returns (output tensor name, result).
@@ -38,11 +31,7 @@ fn apply(name: &str, p: &Value, img: &ChwImage) -> Result<Vec<(String, ChwImage)
         "hue" => ops::adjust_hue(&mut x, num(p, "shift")? as f32),
         "grayscale" => {
             let w = floats(p, "weights")?;
-            assert_eq!(
-                w,
-                ops::GRAY_WEIGHTS.to_vec(),
-                "fixture grayscale weights differ from the implementation"
-            );
+            assert_eq!(w, ops::GRAY_WEIGHTS.to_vec(), "fixture grayscale weights differ from the implementation");
             ops::to_grayscale(&mut x)
         }
         "solarize" => ops::solarize(&mut x, num(p, "threshold")? as f32),
@@ -62,10 +51,9 @@ fn apply(name: &str, p: &Value, img: &ChwImage) -> Result<Vec<(String, ChwImage)
                 width: num(p, "width")? as usize,
             };
             let (oh, ow) = match p.get("size") {
-                Some(Value::Array(a)) if a.len() == 2 => (
-                    a[0].as_u64().context("size")? as usize,
-                    a[1].as_u64().context("size")? as usize,
-                ),
+                Some(Value::Array(a)) if a.len() == 2 => {
+                    (a[0].as_u64().context("size")? as usize, a[1].as_u64().context("size")? as usize)
+                }
                 Some(v) => {
                     let s = v.as_u64().context("size")? as usize;
                     (s, s)
@@ -76,14 +64,8 @@ fn apply(name: &str, p: &Value, img: &ChwImage) -> Result<Vec<(String, ChwImage)
                 assert_eq!(a, -0.75);
             }
             return Ok(vec![
-                (
-                    "resized_crop_bilinear".into(),
-                    resized_crop(img, crop, oh, ow, Interpolation::Bilinear)?,
-                ),
-                (
-                    "resized_crop_bicubic".into(),
-                    resized_crop(img, crop, oh, ow, Interpolation::Bicubic)?,
-                ),
+                ("resized_crop_bilinear".into(), resized_crop(img, crop, oh, ow, Interpolation::Bilinear)?),
+                ("resized_crop_bicubic".into(), resized_crop(img, crop, oh, ow, Interpolation::Bicubic)?),
             ]);
         }
         other => bail!("unknown augment op {other:?} in a fixture"),
@@ -95,23 +77,13 @@ fn apply(name: &str, p: &Value, img: &ChwImage) -> Result<Vec<(String, ChwImage)
 fn augment_ops_match_torchvision() -> Result<()> {
     let dir = fixtures::fixture_dir();
     let files = fixtures::fixtures_of_kind(&dir, "augment")?;
-    assert!(
-        !files.is_empty(),
-        "no fixture of kind \"augment\" in {}",
-        dir.display()
-    );
+    assert!(!files.is_empty(), "no fixture of kind \"augment\" in {}", dir.display());
     for (json, path) in files {
         let tensors = fixtures::read_safetensors(&path)?;
-        let (shape, input) = tensors
-            .get("input")
-            .with_context(|| format!("{}: no input", path.display()))?;
-        let [n, c, h, w] = shape[..] else {
-            bail!("{}: input shape {shape:?} is not NCHW", path.display())
-        };
+        let (shape, input) = tensors.get("input").with_context(|| format!("{}: no input", path.display()))?;
+        let [n, c, h, w] = shape[..] else { bail!("{}: input shape {shape:?} is not NCHW", path.display()) };
         let per = c * h * w;
-        let ops_json = json["ops"]
-            .as_object()
-            .with_context(|| format!("{}: no ops object", path.display()))?;
+        let ops_json = json["ops"].as_object().with_context(|| format!("{}: no ops object", path.display()))?;
         let mut checked = 0;
         for (name, params) in ops_json {
             let mut outputs: Vec<(String, Vec<f32>)> = Vec::new();
@@ -125,32 +97,17 @@ fn augment_ops_match_torchvision() -> Result<()> {
                 }
             }
             for (key, got) in outputs {
-                let (eshape, expected) = tensors
-                    .get(&key)
-                    .with_context(|| format!("{}: no output tensor {key}", path.display()))?;
-                assert_eq!(
-                    got.len(),
-                    expected.len(),
-                    "{}: {key} shape {eshape:?}",
-                    path.display()
-                );
+                let (eshape, expected) =
+                    tensors.get(&key).with_context(|| format!("{}: no output tensor {key}", path.display()))?;
+                assert_eq!(got.len(), expected.len(), "{}: {key} shape {eshape:?}", path.display());
                 let err = fixtures::rel_err(&got, expected);
                 println!("{}: {key:<24} rel err {err:.3e}", path.display());
-                assert!(
-                    err <= TOL,
-                    "{}: {key} rel err {err:e} > {TOL:e}",
-                    path.display()
-                );
+                assert!(err <= TOL, "{}: {key} rel err {err:e} > {TOL:e}", path.display());
                 checked += 1;
             }
         }
         // Every stored tensor except the input must have been compared.
-        assert_eq!(
-            checked,
-            tensors.len() - 1,
-            "{}: some output tensors were not checked",
-            path.display()
-        );
+        assert_eq!(checked, tensors.len() - 1, "{}: some output tensors were not checked", path.display());
     }
     Ok(())
 }

@@ -4,9 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use byol::datasets::{
-    self, Cifar, CifarKind, FolderOptions, IdxDataset, ImageFolder, Split, Stl10,
-};
+use byol::datasets::{self, Cifar, CifarKind, FolderOptions, IdxDataset, ImageFolder, Split, Stl10};
 use byol::image::Dataset;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -71,26 +69,15 @@ fn cifar10_returns_written_pixels_labels_and_names() {
     assert_eq!(ds.class_names()[1], "automobile");
     for i in 0..10 {
         let s = ds.get(i).unwrap();
-        assert_eq!(
-            (s.image.width, s.image.height, s.image.channels),
-            (32, 32, 3)
-        );
+        assert_eq!((s.image.width, s.image.height, s.image.channels), (32, 32, 3));
         assert_eq!(s.image.data, train.0[i], "pixels of train sample {i}");
         assert_eq!(s.label, Some(train.1[i] as usize));
     }
-    let ds = datasets::open(
-        "CIFAR-10",
-        &tmp.path().join("cifar-10-batches-bin"),
-        Split::Test,
-    )
-    .unwrap();
+    let ds = datasets::open("CIFAR-10", &tmp.path().join("cifar-10-batches-bin"), Split::Test).unwrap();
     assert_eq!(ds.len(), 3);
     assert_eq!(ds.get(2).unwrap().image.data, test.0[2]);
     assert!(ds.get(3).is_err());
-    assert!(
-        err_string(datasets::open("cifar10", tmp.path(), Split::Unlabeled))
-            .contains("no unlabeled split")
-    );
+    assert!(err_string(datasets::open("cifar10", tmp.path(), Split::Unlabeled)).contains("no unlabeled split"));
 }
 
 #[test]
@@ -139,20 +126,14 @@ fn cifar_corrupt_files_give_errors_naming_the_file() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
     let e = err_string(datasets::open("cifar10", tmp.path(), Split::Train));
-    assert!(
-        e.contains("data_batch_3.bin") && e.contains("wrong size"),
-        "{e}"
-    );
+    assert!(e.contains("data_batch_3.bin") && e.contains("wrong size"), "{e}");
     // Label out of range in the test batch.
     let path = tmp.path().join("test_batch.bin");
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[3073] = 10;
     std::fs::write(&path, &bytes).unwrap();
     let e = err_string(datasets::open("cifar10", tmp.path(), Split::Test));
-    assert!(
-        e.contains("test_batch.bin") && e.contains("label 10 out of range"),
-        "{e}"
-    );
+    assert!(e.contains("test_batch.bin") && e.contains("label 10 out of range"), "{e}");
     // Missing files.
     let e = err_string(datasets::open("cifar100", tmp.path(), Split::Train));
     assert!(e.contains("no CIFAR-100 files"), "{e}");
@@ -160,10 +141,7 @@ fn cifar_corrupt_files_give_errors_naming_the_file() {
     std::fs::write(tmp.path().join("batches.meta.txt"), "a\nb\n").unwrap();
     std::fs::write(&path, &bytes[..3073]).unwrap();
     let e = err_string(datasets::open("cifar10", tmp.path(), Split::Test));
-    assert!(
-        e.contains("batches.meta.txt") && e.contains("expected 10 class names"),
-        "{e}"
-    );
+    assert!(e.contains("batches.meta.txt") && e.contains("expected 10 class names"), "{e}");
 }
 
 /// STL-10 image bytes for HWC pixels: channel planes, each column-major.
@@ -232,16 +210,10 @@ fn stl10_bad_labels_and_sizes_are_errors() {
     let imgs: Vec<Vec<u8>> = (0..2).map(|i| random_bytes(i, 27648)).collect();
     write_stl(tmp.path(), "train", &imgs, Some(&[1, 0]));
     let e = err_string(Stl10::open(tmp.path(), Split::Train));
-    assert!(
-        e.contains("train_y.bin") && e.contains("out of range 1..=10"),
-        "{e}"
-    );
+    assert!(e.contains("train_y.bin") && e.contains("out of range 1..=10"), "{e}");
     std::fs::write(tmp.path().join("train_y.bin"), [1u8, 2, 3]).unwrap();
     let e = err_string(Stl10::open(tmp.path(), Split::Train));
-    assert!(
-        e.contains("train_y.bin") && e.contains("label count mismatch"),
-        "{e}"
-    );
+    assert!(e.contains("train_y.bin") && e.contains("label count mismatch"), "{e}");
     std::fs::write(tmp.path().join("train_X.bin"), vec![0u8; 27648 + 5]).unwrap();
     let e = err_string(Stl10::open(tmp.path(), Split::Train));
     assert!(e.contains("train_X.bin") && e.contains("wrong size"), "{e}");
@@ -268,40 +240,18 @@ fn idx_raw_and_gz_return_written_pixels() {
     let pixels = random_bytes(5, 3 * 28 * 28);
     let labels = [7u8, 0, 9];
     // Raw train files at the top level, gzipped test files in the mnist/ sub-folder.
-    std::fs::write(
-        tmp.path().join("train-images-idx3-ubyte"),
-        idx_bytes(&[3, 28, 28], &pixels),
-    )
-    .unwrap();
-    std::fs::write(
-        tmp.path().join("train-labels-idx1-ubyte"),
-        idx_bytes(&[3], &labels),
-    )
-    .unwrap();
+    std::fs::write(tmp.path().join("train-images-idx3-ubyte"), idx_bytes(&[3, 28, 28], &pixels)).unwrap();
+    std::fs::write(tmp.path().join("train-labels-idx1-ubyte"), idx_bytes(&[3], &labels)).unwrap();
     let sub = tmp.path().join("mnist");
     std::fs::create_dir(&sub).unwrap();
-    std::fs::write(
-        sub.join("t10k-images-idx3-ubyte.gz"),
-        gz(&idx_bytes(&[3, 28, 28], &pixels)),
-    )
-    .unwrap();
-    std::fs::write(
-        sub.join("t10k-labels-idx1-ubyte.gz"),
-        gz(&idx_bytes(&[3], &labels)),
-    )
-    .unwrap();
+    std::fs::write(sub.join("t10k-images-idx3-ubyte.gz"), gz(&idx_bytes(&[3, 28, 28], &pixels))).unwrap();
+    std::fs::write(sub.join("t10k-labels-idx1-ubyte.gz"), gz(&idx_bytes(&[3], &labels))).unwrap();
     for split in [Split::Train, Split::Test] {
         let ds = datasets::open("mnist", tmp.path(), split).unwrap();
-        assert_eq!(
-            (ds.len(), ds.channels(), ds.num_classes()),
-            (3, 1, Some(10))
-        );
+        assert_eq!((ds.len(), ds.channels(), ds.num_classes()), (3, 1, Some(10)));
         for i in 0..3 {
             let s = ds.get(i).unwrap();
-            assert_eq!(
-                (s.image.width, s.image.height, s.image.channels),
-                (28, 28, 1)
-            );
+            assert_eq!((s.image.width, s.image.height, s.image.channels), (28, 28, 1));
             assert_eq!(s.image.data, pixels[i * 784..(i + 1) * 784]);
             assert_eq!(s.label, Some(labels[i] as usize));
         }
@@ -328,10 +278,7 @@ fn idx_corrupt_files_give_errors_naming_the_file() {
     assert!(e.contains("short") && e.contains("wrong size"), "{e}");
     std::fs::write(p("lab3"), idx_bytes(&[3], &[1, 2, 3])).unwrap();
     let e = err_string(open("img", "lab3"));
-    assert!(
-        e.contains("lab3") && e.contains("label count mismatch"),
-        "{e}"
-    );
+    assert!(e.contains("lab3") && e.contains("label count mismatch"), "{e}");
     std::fs::write(p("lab_big"), idx_bytes(&[2], &[1, 10])).unwrap();
     let e = err_string(open("img", "lab_big"));
     assert!(e.contains("lab_big") && e.contains("out of range"), "{e}");
@@ -353,26 +300,12 @@ fn image_folder_labels_by_subfolder_and_decodes_lazily() {
     let rgb = image::RgbImage::from_fn(3, 2, |x, y| image::Rgb([x as u8 * 10, y as u8 * 20, 7]));
     save_png(&root.join("train/dog/b.png"), rgb.clone().into());
     save_png(&root.join("train/dog/nested/c.png"), rgb.clone().into());
-    save_png(
-        &root.join("train/cat/a.png"),
-        image::GrayImage::from_pixel(2, 2, image::Luma([9])).into(),
-    );
+    save_png(&root.join("train/cat/a.png"), image::GrayImage::from_pixel(2, 2, image::Luma([9])).into());
     let ds = datasets::open_folder(root, Split::Train).unwrap();
     assert_eq!((ds.len(), ds.num_classes(), ds.channels()), (3, Some(2), 3));
     assert_eq!(ds.class_names(), ["cat", "dog"]);
-    let names: Vec<_> = ds
-        .paths()
-        .iter()
-        .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            PathBuf::from("train/cat/a.png"),
-            "train/dog/b.png".into(),
-            "train/dog/nested/c.png".into()
-        ]
-    );
+    let names: Vec<_> = ds.paths().iter().map(|p| p.strip_prefix(root).unwrap().to_path_buf()).collect();
+    assert_eq!(names, [PathBuf::from("train/cat/a.png"), "train/dog/b.png".into(), "train/dog/nested/c.png".into()]);
     let s = ds.get(1).unwrap();
     assert_eq!(s.label, Some(1));
     assert_eq!((s.image.width, s.image.height, s.image.channels), (3, 2, 3));
@@ -383,23 +316,13 @@ fn image_folder_labels_by_subfolder_and_decodes_lazily() {
     // An all-grayscale flat folder stays 1-channel and unlabelled.
     let flat = root.join("flat");
     for (i, v) in [3u8, 4].iter().enumerate() {
-        save_png(
-            &flat.join(format!("{i}.png")),
-            image::GrayImage::from_pixel(4, 4, image::Luma([*v])).into(),
-        );
+        save_png(&flat.join(format!("{i}.png")), image::GrayImage::from_pixel(4, 4, image::Luma([*v])).into());
     }
     let ds = datasets::open("folder", &flat, Split::Unlabeled).unwrap();
     assert_eq!((ds.len(), ds.num_classes(), ds.channels()), (2, None, 1));
     let s = ds.get(1).unwrap();
     assert_eq!((s.label, s.image.data), (None, vec![4u8; 16]));
-    let forced = ImageFolder::open_with(
-        &flat,
-        &FolderOptions {
-            channels: Some(3),
-            labeled: None,
-        },
-    )
-    .unwrap();
+    let forced = ImageFolder::open_with(&flat, &FolderOptions { channels: Some(3), labeled: None }).unwrap();
     assert_eq!(forced.get(0).unwrap().image.data, vec![3u8; 48]);
     assert!(err_string(datasets::open("folder", root, Split::Test)).contains("no test/ sub-folder"));
 }
@@ -407,26 +330,12 @@ fn image_folder_labels_by_subfolder_and_decodes_lazily() {
 #[test]
 fn image_folder_undecodable_file_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
-    save_png(
-        &tmp.path().join("a/ok.png"),
-        image::GrayImage::new(2, 2).into(),
-    );
-    std::fs::write(
-        tmp.path().join("a/broken.png"),
-        b"\x89PNG\r\n\x1a\nnot really",
-    )
-    .unwrap();
+    save_png(&tmp.path().join("a/ok.png"), image::GrayImage::new(2, 2).into());
+    std::fs::write(tmp.path().join("a/broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
     let e = err_string(ImageFolder::open(tmp.path()));
     assert!(e.contains("broken.png") && e.contains("undecodable"), "{e}");
     // Without the header probe the error surfaces in `get`.
-    let ds = ImageFolder::open_with(
-        tmp.path(),
-        &FolderOptions {
-            channels: Some(3),
-            labeled: None,
-        },
-    )
-    .unwrap();
+    let ds = ImageFolder::open_with(tmp.path(), &FolderOptions { channels: Some(3), labeled: None }).unwrap();
     assert!(ds.get(1).is_ok());
     let e = err_string(ds.get(0));
     assert!(e.contains("broken.png") && e.contains("undecodable"), "{e}");
@@ -453,16 +362,10 @@ fn real_fashion_mnist_from_debian_package() {
     println!("Fashion-MNIST found in {}", dir.display());
     for (split, n) in [(Split::Train, 60_000), (Split::Test, 10_000)] {
         let ds = datasets::open("fashion-mnist", &dir, split).unwrap();
-        assert_eq!(
-            (ds.len(), ds.channels(), ds.num_classes()),
-            (n, 1, Some(10))
-        );
+        assert_eq!((ds.len(), ds.channels(), ds.num_classes()), (n, 1, Some(10)));
         for i in [0, n / 2, n - 1] {
             let s = ds.get(i).unwrap();
-            assert_eq!(
-                (s.image.width, s.image.height, s.image.channels),
-                (28, 28, 1)
-            );
+            assert_eq!((s.image.width, s.image.height, s.image.channels), (28, 28, 1));
             assert!(s.image.data.iter().any(|&v| v > 0), "sample {i} is blank");
         }
         // Fashion-MNIST is exactly balanced: n/10 images of each label 0..9.

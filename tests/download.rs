@@ -41,21 +41,14 @@ fn respond(mut stream: TcpStream, files: &HashMap<String, (Vec<u8>, Mode)>) -> s
     let path = request.split_whitespace().nth(1).unwrap_or("");
     match path.strip_prefix("/data/").and_then(|p| files.get(p)) {
         Some((body, mode)) => {
-            write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            )?;
+            write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
             let n = match mode {
                 Mode::Full => body.len(),
                 Mode::CloseHalfway => body.len() / 2,
             };
             stream.write_all(&body[..n])?;
         }
-        None => write!(
-            stream,
-            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )?,
+        None => write!(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?,
     }
     stream.flush()
 }
@@ -67,9 +60,7 @@ fn tar_gz(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
         header.set_size(data.len() as u64);
         header.set_mode(0o644);
         header.set_cksum();
-        builder
-            .append_data(&mut header, name, data.as_slice())
-            .unwrap();
+        builder.append_data(&mut header, name, data.as_slice()).unwrap();
     }
     builder.into_inner().unwrap().finish().unwrap()
 }
@@ -82,18 +73,9 @@ fn fake_cifar10() -> Vec<u8> {
         r.extend(std::iter::repeat_n(k, 3072));
         r
     };
-    let mut entries: Vec<(String, Vec<u8>)> = (1..=5)
-        .map(|b| {
-            (
-                format!("cifar-10-batches-bin/data_batch_{b}.bin"),
-                record(b as u8),
-            )
-        })
-        .collect();
-    entries.push((
-        "cifar-10-batches-bin/test_batch.bin".into(),
-        [record(11), record(12)].concat(),
-    ));
+    let mut entries: Vec<(String, Vec<u8>)> =
+        (1..=5).map(|b| (format!("cifar-10-batches-bin/data_batch_{b}.bin"), record(b as u8))).collect();
+    entries.push(("cifar-10-batches-bin/test_batch.bin".into(), [record(11), record(12)].concat()));
     tar_gz(&entries)
 }
 
@@ -107,10 +89,8 @@ fn opts(base_url: String, file: &str, md5: String) -> DownloadOptions {
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -138,25 +118,13 @@ fn downloads_verifies_extracts_and_opens_cifar10() {
     let empty = serve(HashMap::new());
     download("cifar10", &dir, &opts(empty.clone(), CIFAR, md5.clone())).unwrap();
     // Forced: the 404 surfaces, naming the URL, and the extracted data stays intact.
-    let forced = DownloadOptions {
-        force: true,
-        ..opts(empty, CIFAR, md5.clone())
-    };
+    let forced = DownloadOptions { force: true, ..opts(empty, CIFAR, md5.clone()) };
     let e = format!("{:#}", download("cifar10", &dir, &forced).unwrap_err());
     assert!(e.contains(CIFAR) && e.contains("404"), "{e}");
-    assert_eq!(
-        datasets::open("cifar10", &root, Split::Train)
-            .unwrap()
-            .len(),
-        5
-    );
+    assert_eq!(datasets::open("cifar10", &root, Split::Train).unwrap().len(), 5);
 
     // keep_archives keeps the verified archive next to the data.
-    let keep = DownloadOptions {
-        force: true,
-        keep_archives: true,
-        ..opts(base, CIFAR, md5)
-    };
+    let keep = DownloadOptions { force: true, keep_archives: true, ..opts(base, CIFAR, md5) };
     download("cifar10", &dir, &keep).unwrap();
     assert_eq!(entries(&dir), ["cifar-10-batches-bin", CIFAR]);
 }
@@ -168,14 +136,8 @@ fn wrong_checksum_errors_and_leaves_no_file() {
     let base = serve(HashMap::from([(CIFAR.to_string(), (archive, Mode::Full))]));
     let tmp = tempfile::tempdir().unwrap();
     let expected = "0123456789abcdef0123456789abcdef".to_string();
-    let e = format!(
-        "{:#}",
-        download("cifar10", tmp.path(), &opts(base, CIFAR, expected.clone())).unwrap_err()
-    );
-    assert!(
-        e.contains(CIFAR) && e.contains(&expected) && e.contains(&actual),
-        "{e}"
-    );
+    let e = format!("{:#}", download("cifar10", tmp.path(), &opts(base, CIFAR, expected.clone())).unwrap_err());
+    assert!(e.contains(CIFAR) && e.contains(&expected) && e.contains(&actual), "{e}");
     assert!(entries(tmp.path()).is_empty(), "{:?}", entries(tmp.path()));
 }
 
@@ -183,15 +145,9 @@ fn wrong_checksum_errors_and_leaves_no_file() {
 fn connection_closed_midway_leaves_no_complete_looking_file() {
     let archive = fake_cifar10();
     let md5 = md5_hex(&archive);
-    let base = serve(HashMap::from([(
-        CIFAR.to_string(),
-        (archive, Mode::CloseHalfway),
-    )]));
+    let base = serve(HashMap::from([(CIFAR.to_string(), (archive, Mode::CloseHalfway))]));
     let tmp = tempfile::tempdir().unwrap();
-    let e = format!(
-        "{:#}",
-        download("cifar10", tmp.path(), &opts(base, CIFAR, md5)).unwrap_err()
-    );
+    let e = format!("{:#}", download("cifar10", tmp.path(), &opts(base, CIFAR, md5)).unwrap_err());
     println!("{e}");
     assert!(e.contains(CIFAR), "{e}");
     assert!(entries(tmp.path()).is_empty(), "{:?}", entries(tmp.path()));
@@ -222,12 +178,8 @@ fn downloads_mnist_gz_files_into_subfolder() {
     }
     let base = serve(files);
     let tmp = tempfile::tempdir().unwrap();
-    let o = DownloadOptions {
-        base_url: Some(base),
-        checksums_override: overrides,
-        progress: false,
-        ..Default::default()
-    };
+    let o =
+        DownloadOptions { base_url: Some(base), checksums_override: overrides, progress: false, ..Default::default() };
     let root = download("mnist", tmp.path(), &o).unwrap();
     assert_eq!(entries(&tmp.path().join("mnist")).len(), 4);
     let ds = datasets::open("mnist", &root, Split::Train).unwrap();
@@ -235,23 +187,14 @@ fn downloads_mnist_gz_files_into_subfolder() {
     let s = ds.get(2).unwrap();
     assert_eq!(s.label, Some(2));
     assert_eq!(s.image.data[0], (2 * 784 % 251) as u8);
-    assert_eq!(
-        datasets::open("mnist", &root, Split::Test).unwrap().len(),
-        2
-    );
+    assert_eq!(datasets::open("mnist", &root, Split::Test).unwrap().len(), 2);
 }
 
 #[test]
 fn unknown_or_local_only_names_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let e = format!(
-        "{:#}",
-        download("imagenet", tmp.path(), &DownloadOptions::default()).unwrap_err()
-    );
+    let e = format!("{:#}", download("imagenet", tmp.path(), &DownloadOptions::default()).unwrap_err());
     assert!(e.contains("cifar10") && e.contains("fashion-mnist"), "{e}");
-    let e = format!(
-        "{:#}",
-        download("folder", tmp.path(), &DownloadOptions::default()).unwrap_err()
-    );
+    let e = format!("{:#}", download("folder", tmp.path(), &DownloadOptions::default()).unwrap_err());
     assert!(e.contains("cannot be downloaded"), "{e}");
 }

@@ -20,9 +20,7 @@ const CLASSES: usize = 5;
 /// the same `seed` gives the same centres.
 fn clusters(n: usize, sigma: f32, centre_seed: u64, sample_seed: u64) -> (Vec<f32>, Vec<usize>) {
     let mut crng = ChaCha8Rng::seed_from_u64(centre_seed);
-    let centres: Vec<f32> = (0..CLASSES * DIM)
-        .map(|_| crng.gen_range(-3.0f32..3.0))
-        .collect();
+    let centres: Vec<f32> = (0..CLASSES * DIM).map(|_| crng.gen_range(-3.0f32..3.0)).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(sample_seed);
     let mut x = Vec::with_capacity(n * DIM);
     let mut y = Vec::with_capacity(n);
@@ -49,111 +47,53 @@ const CHANCE_BAND: std::ops::Range<f64> = 0.10..0.32;
 fn knn_separates_clusters_and_is_chance_on_shuffled_labels() {
     let (xtr, ytr) = clusters(1000, 0.3, 1, 2);
     let (xte, yte) = clusters(500, 0.3, 1, 3);
-    let cfg = KnnConfig {
-        block_rows: 37,
-        ..Default::default()
-    };
+    let cfg = KnnConfig { block_rows: 37, ..Default::default() };
     let r = knn_evaluate(&xtr, &ytr, &xte, &yte, DIM, CLASSES, &cfg).unwrap();
     assert_eq!(r.top1, 1.0);
     assert_eq!(r.top5, 1.0);
     assert_eq!(r.predictions, yte);
     assert_eq!(r.k_used, 200);
-    let r = knn_evaluate(
-        &xtr,
-        &shuffled(&ytr, 4),
-        &xte,
-        &shuffled(&yte, 5),
-        DIM,
-        CLASSES,
-        &cfg,
-    )
-    .unwrap();
-    assert!(
-        CHANCE_BAND.contains(&r.top1),
-        "shuffled-label kNN top-1 {}",
-        r.top1
-    );
+    let r = knn_evaluate(&xtr, &shuffled(&ytr, 4), &xte, &shuffled(&yte, 5), DIM, CLASSES, &cfg).unwrap();
+    assert!(CHANCE_BAND.contains(&r.top1), "shuffled-label kNN top-1 {}", r.top1);
 }
 
 #[test]
 fn linear_probe_separates_clusters_and_is_chance_on_shuffled_labels() {
     let (xtr, ytr) = clusters(1000, 0.3, 1, 2);
     let (xte, yte) = clusters(500, 0.3, 1, 3);
-    let cfg = LinearProbeConfig {
-        epochs: 10,
-        lr_candidates: vec![0.01, 0.1, 1.0],
-        ..Default::default()
-    };
+    let cfg = LinearProbeConfig { epochs: 10, lr_candidates: vec![0.01, 0.1, 1.0], ..Default::default() };
     let r = linear_probe(&xtr, &ytr, &xte, &yte, DIM, CLASSES, &cfg).unwrap();
     assert_eq!(r.top1, 1.0);
     assert_eq!(r.sweep.len(), 3);
-    assert!(r
-        .sweep
-        .iter()
-        .any(|t| t.lr == r.best_lr && t.holdout_top1 == 1.0));
+    assert!(r.sweep.iter().any(|t| t.lr == r.best_lr && t.holdout_top1 == 1.0));
     // Same seed, same result.
     let again = linear_probe(&xtr, &ytr, &xte, &yte, DIM, CLASSES, &cfg).unwrap();
     assert_eq!(again.model, r.model);
-    let std_cfg = LinearProbeConfig {
-        standardize: true,
-        ..cfg.clone()
-    };
+    let std_cfg = LinearProbeConfig { standardize: true, ..cfg.clone() };
     let r = linear_probe(&xtr, &ytr, &xte, &yte, DIM, CLASSES, &std_cfg).unwrap();
     assert_eq!(r.top1, 1.0);
     assert!(r.model.standardizer.is_some());
-    let r = linear_probe(
-        &xtr,
-        &shuffled(&ytr, 4),
-        &xte,
-        &shuffled(&yte, 5),
-        DIM,
-        CLASSES,
-        &cfg,
-    )
-    .unwrap();
-    assert!(
-        CHANCE_BAND.contains(&r.top1),
-        "shuffled-label probe top-1 {}",
-        r.top1
-    );
+    let r = linear_probe(&xtr, &shuffled(&ytr, 4), &xte, &shuffled(&yte, 5), DIM, CLASSES, &cfg).unwrap();
+    assert!(CHANCE_BAND.contains(&r.top1), "shuffled-label probe top-1 {}", r.top1);
 }
 
 #[test]
 fn logreg_separates_clusters_and_is_chance_on_shuffled_labels() {
     let (xtr, ytr) = clusters(600, 0.3, 1, 2);
     let (xte, yte) = clusters(500, 0.3, 1, 3);
-    let cfg = LogRegConfig {
-        lambdas: vec![1e-4, 1e-2, 1.0],
-        max_iters: 100,
-        ..Default::default()
-    };
+    let cfg = LogRegConfig { lambdas: vec![1e-4, 1e-2, 1.0], max_iters: 100, ..Default::default() };
     let r = logistic_regression(&xtr, &ytr, &xte, &yte, DIM, CLASSES, &cfg).unwrap();
     assert_eq!(r.top1, 1.0);
     assert_eq!(r.sweep.len(), 3);
-    let r = logistic_regression(
-        &xtr,
-        &shuffled(&ytr, 4),
-        &xte,
-        &shuffled(&yte, 5),
-        DIM,
-        CLASSES,
-        &cfg,
-    )
-    .unwrap();
-    assert!(
-        CHANCE_BAND.contains(&r.top1),
-        "shuffled-label logreg top-1 {}",
-        r.top1
-    );
+    let r = logistic_regression(&xtr, &shuffled(&ytr, 4), &xte, &shuffled(&yte, 5), DIM, CLASSES, &cfg).unwrap();
+    assert!(CHANCE_BAND.contains(&r.top1), "shuffled-label logreg top-1 {}", r.top1);
 }
 
 #[test]
 fn label_subset_is_balanced_seeded_and_round_trips() {
     // Class sizes 100, 50, 7, 1 interleaved in a shuffled order.
-    let mut labels: Vec<usize> = [(0, 100), (1, 50), (2, 7), (3, 1)]
-        .iter()
-        .flat_map(|&(c, n)| std::iter::repeat_n(c, n))
-        .collect();
+    let mut labels: Vec<usize> =
+        [(0, 100), (1, 50), (2, 7), (3, 1)].iter().flat_map(|&(c, n)| std::iter::repeat_n(c, n)).collect();
     labels.shuffle(&mut ChaCha8Rng::seed_from_u64(9));
     let a = LabelSubset::balanced(&labels, 4, 0.1, 42).unwrap();
     assert_eq!(a.class_counts(&labels), vec![10, 5, 1, 1]);
@@ -162,27 +102,18 @@ fn label_subset_is_balanced_seeded_and_round_trips() {
     let b = LabelSubset::balanced(&labels, 4, 0.1, 43).unwrap();
     assert_ne!(b.indices, a.indices);
     assert_eq!(b.class_counts(&labels), vec![10, 5, 1, 1]);
-    assert_eq!(
-        LabelSubset::balanced(&labels, 4, 0.01, 42)
-            .unwrap()
-            .class_counts(&labels),
-        vec![1, 1, 1, 1]
-    );
+    assert_eq!(LabelSubset::balanced(&labels, 4, 0.01, 42).unwrap().class_counts(&labels), vec![1, 1, 1, 1]);
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("subset.json");
     a.save(&path).unwrap();
     assert_eq!(LabelSubset::load(&path, labels.len()).unwrap(), a);
-    let err = LabelSubset::load(&path, labels.len() + 1)
-        .unwrap_err()
-        .to_string();
+    let err = LabelSubset::load(&path, labels.len() + 1).unwrap_err().to_string();
     assert!(err.contains("subset.json"), "{err}");
     let mut bad = a.clone();
     bad.indices.push(labels.len());
     bad.save(&path).unwrap();
-    let err = LabelSubset::load(&path, labels.len())
-        .unwrap_err()
-        .to_string();
+    let err = LabelSubset::load(&path, labels.len()).unwrap_err().to_string();
     assert!(err.contains("out of range"), "{err}");
     std::fs::write(&path, "not json").unwrap();
     assert!(LabelSubset::load(&path, labels.len()).is_err());
@@ -199,10 +130,7 @@ fn npy_round_trip_is_exact() {
     write_npy_f32(&path, &data, 7, 33).unwrap();
     let (back, r, c) = read_npy_f32(&path).unwrap();
     assert_eq!((r, c), (7, 33));
-    assert!(back
-        .iter()
-        .zip(&data)
-        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(back.iter().zip(&data).all(|(a, b)| a.to_bits() == b.to_bits()));
     std::fs::write(&path, b"\x93NUMPY garbage").unwrap();
     assert!(read_npy_f32(&path).is_err());
 }
@@ -212,9 +140,7 @@ fn report_json_and_pngs_are_written() {
     let (xtr, ytr) = clusters(300, 2.5, 1, 2);
     let (xte, yte) = clusters(200, 2.5, 1, 3);
     let r = knn_evaluate(&xtr, &ytr, &xte, &yte, DIM, CLASSES, &KnnConfig::default()).unwrap();
-    let names: Vec<String> = ["airplane", "automobile", "bird", "cat", "deer"]
-        .map(String::from)
-        .to_vec();
+    let names: Vec<String> = ["airplane", "automobile", "bird", "cat", "deer"].map(String::from).to_vec();
     let params = serde_json::json!({"k": 200, "temperature": 0.1});
     let rep = EvalReport::from_scores("knn", &r.scores, &yte, &names, params).unwrap();
     assert_eq!(rep.top1, r.top1);
@@ -222,16 +148,8 @@ fn report_json_and_pngs_are_written() {
     assert_eq!(total, 200);
     let diag: u64 = (0..CLASSES).map(|i| rep.confusion[i][i]).sum();
     assert!((diag as f64 / 200.0 - r.top1).abs() < 1e-12);
-    let mean_recall: f64 = rep
-        .per_class_accuracy
-        .iter()
-        .map(|a| a.unwrap())
-        .sum::<f64>()
-        / 5.0;
-    assert!(
-        (mean_recall - r.top1).abs() < 1e-12,
-        "balanced classes: mean recall = top-1"
-    );
+    let mean_recall: f64 = rep.per_class_accuracy.iter().map(|a| a.unwrap()).sum::<f64>() / 5.0;
+    assert!((mean_recall - r.top1).abs() < 1e-12, "balanced classes: mean recall = top-1");
 
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("knn.json");
@@ -247,18 +165,8 @@ fn report_json_and_pngs_are_written() {
 
     let curves = dir.path().join("curves.png");
     let series = vec![
-        (
-            "loss".to_string(),
-            (0..50)
-                .map(|i| (i as f64, 4.0 / (1.0 + i as f64)))
-                .collect(),
-        ),
-        (
-            "lr".to_string(),
-            (0..50)
-                .map(|i| (i as f64, 0.2 * (i as f64 / 49.0 * 3.14).cos()))
-                .collect(),
-        ),
+        ("loss".to_string(), (0..50).map(|i| (i as f64, 4.0 / (1.0 + i as f64))).collect()),
+        ("lr".to_string(), (0..50).map(|i| (i as f64, 0.2 * (i as f64 / 49.0 * 3.14).cos())).collect()),
         ("tau".to_string(), vec![(0.0, 0.996), (49.0, 1.0)]),
     ];
     plot_curves(&curves, "pretrain", "step", &series).unwrap();
@@ -275,14 +183,11 @@ fn report_json_and_pngs_are_written() {
 fn knn_timing_60k_10k_512() {
     let (n_train, n_test, dim, classes) = (60_000, 10_000, 512, 10);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let centres: Vec<f32> = (0..classes * dim)
-        .map(|_| rng.gen_range(-1.0f32..1.0))
-        .collect();
+    let centres: Vec<f32> = (0..classes * dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
     let make = |n: usize, rng: &mut ChaCha8Rng| {
         let y: Vec<usize> = (0..n).map(|i| i % classes).collect();
-        let x: Vec<f32> = (0..n * dim)
-            .map(|k| centres[y[k / dim] * dim + k % dim] + rng.gen_range(-2.0f32..2.0))
-            .collect();
+        let x: Vec<f32> =
+            (0..n * dim).map(|k| centres[y[k / dim] * dim + k % dim] + rng.gen_range(-2.0f32..2.0)).collect();
         (x, y)
     };
     let (xtr, ytr) = make(n_train, &mut rng);

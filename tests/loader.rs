@@ -24,13 +24,8 @@ impl Dataset for Toy {
             bail!("toy.bin: record {i} is corrupt");
         }
         let (h, w, c) = (30 + i % 5, 40 - i % 7, self.channels);
-        let data = (0..h * w * c)
-            .map(|k| ((k * 31 + i * 97 + (k / w) * 13) % 256) as u8)
-            .collect();
-        Ok(Sample {
-            image: Image::new(w, h, c, data)?,
-            label: Some(i % 3),
-        })
+        let data = (0..h * w * c).map(|k| ((k * 31 + i * 97 + (k / w) * 13) % 256) as u8).collect();
+        Ok(Sample { image: Image::new(w, h, c, data)?, label: Some(i % 3) })
     }
     fn num_classes(&self) -> Option<usize> {
         Some(3)
@@ -41,22 +36,11 @@ impl Dataset for Toy {
 }
 
 fn toy(n: usize) -> Arc<dyn Dataset> {
-    Arc::new(Toy {
-        n,
-        channels: 3,
-        bad: None,
-    })
+    Arc::new(Toy { n, channels: 3, bad: None })
 }
 
 fn cfg(batch_size: usize, threads: usize) -> LoaderConfig {
-    LoaderConfig {
-        batch_size,
-        drop_last: true,
-        shuffle: true,
-        seed: 11,
-        prefetch: 2,
-        threads,
-    }
+    LoaderConfig { batch_size, drop_last: true, shuffle: true, seed: 11, prefetch: 2, threads }
 }
 
 fn small_aug() -> AugmentConfig {
@@ -69,11 +53,7 @@ fn small_aug() -> AugmentConfig {
 }
 
 fn collect(loader: &PairLoader, epoch: u64, start: usize) -> Vec<PairBatch> {
-    loader
-        .epoch(epoch, start)
-        .unwrap()
-        .map(|b| b.unwrap())
-        .collect()
+    loader.epoch(epoch, start).unwrap().map(|b| b.unwrap()).collect()
 }
 
 /// sample index → (view1, view2) of one epoch.
@@ -82,13 +62,7 @@ fn views_by_index(batches: &[PairBatch]) -> HashMap<usize, (Vec<f32>, Vec<f32>)>
     for b in batches {
         let per = b.shape[1] * b.shape[2] * b.shape[3];
         for (k, &i) in b.indices.iter().enumerate() {
-            m.insert(
-                i,
-                (
-                    b.view1[k * per..(k + 1) * per].to_vec(),
-                    b.view2[k * per..(k + 1) * per].to_vec(),
-                ),
-            );
+            m.insert(i, (b.view1[k * per..(k + 1) * per].to_vec(), b.view2[k * per..(k + 1) * per].to_vec()));
         }
     }
     m
@@ -103,16 +77,8 @@ fn views_do_not_depend_on_threads_or_batch_composition() {
     }
     // Different batch sizes (and shuffling off) → different batch composition, same views.
     let a = views_by_index(&collect(&one, 1, 0));
-    let other = LoaderConfig {
-        shuffle: false,
-        drop_last: false,
-        ..cfg(7, 2)
-    };
-    let b = views_by_index(&collect(
-        &PairLoader::new(toy(23), small_aug(), other).unwrap(),
-        1,
-        0,
-    ));
+    let other = LoaderConfig { shuffle: false, drop_last: false, ..cfg(7, 2) };
+    let b = views_by_index(&collect(&PairLoader::new(toy(23), small_aug(), other).unwrap(), 1, 0));
     assert_eq!(a.len(), 20);
     for (i, v) in &a {
         assert_eq!(v, &b[i], "views of sample {i} differ between batchings");
@@ -133,12 +99,7 @@ fn shuffle_is_a_seeded_permutation_per_epoch_with_drop_last() {
     sorted.sort();
     assert_eq!(sorted, (0..23).collect::<Vec<_>>());
     assert_ne!(o0, loader.epoch_order(1));
-    assert_eq!(
-        o0,
-        PairLoader::new(toy(23), small_aug(), cfg(5, 2))
-            .unwrap()
-            .epoch_order(0)
-    );
+    assert_eq!(o0, PairLoader::new(toy(23), small_aug(), cfg(5, 2)).unwrap().epoch_order(0));
     let batches = collect(&loader, 0, 0);
     assert_eq!(batches.len(), 4);
     let seen: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
@@ -146,20 +107,9 @@ fn shuffle_is_a_seeded_permutation_per_epoch_with_drop_last() {
     for b in &batches {
         assert_eq!(b.shape, [5, 3, 16, 16]);
         assert_eq!(b.view1.len(), 5 * 3 * 16 * 16);
-        assert_eq!(
-            b.labels,
-            b.indices.iter().map(|i| Some(i % 3)).collect::<Vec<_>>()
-        );
+        assert_eq!(b.labels, b.indices.iter().map(|i| Some(i % 3)).collect::<Vec<_>>());
     }
-    let keep = PairLoader::new(
-        toy(23),
-        small_aug(),
-        LoaderConfig {
-            drop_last: false,
-            ..cfg(5, 1)
-        },
-    )
-    .unwrap();
+    let keep = PairLoader::new(toy(23), small_aug(), LoaderConfig { drop_last: false, ..cfg(5, 1) }).unwrap();
     let last = collect(&keep, 0, 0).pop().unwrap();
     assert_eq!(last.shape[0], 3);
 }
@@ -174,21 +124,10 @@ fn resume_at_epoch_and_batch_is_exact() {
     assert!(loader.epoch(3, 99).is_err());
     // The endless stream resumed mid-epoch continues into the next epochs unchanged.
     let next = collect(&loader, 4, 0);
-    let streamed: Vec<PairBatch> = loader
-        .stream(3, 2)
-        .unwrap()
-        .take(3 + next.len() + 1)
-        .map(|b| b.unwrap())
-        .collect();
+    let streamed: Vec<PairBatch> = loader.stream(3, 2).unwrap().take(3 + next.len() + 1).map(|b| b.unwrap()).collect();
     assert_eq!(&streamed[..3], &full[2..]);
     assert_eq!(&streamed[3..3 + next.len()], &next[..]);
-    assert_eq!(
-        (
-            streamed.last().unwrap().epoch,
-            streamed.last().unwrap().batch
-        ),
-        (5, 0)
-    );
+    assert_eq!((streamed.last().unwrap().epoch, streamed.last().unwrap().batch), (5, 0));
     // Dropping a half-consumed iterator stops its producer without hanging.
     let mut it = loader.epoch(3, 0).unwrap();
     it.next().unwrap().unwrap();
@@ -197,26 +136,10 @@ fn resume_at_epoch_and_batch_is_exact() {
 
 #[test]
 fn dataset_errors_surface_as_err() {
-    let ds: Arc<dyn Dataset> = Arc::new(Toy {
-        n: 12,
-        channels: 3,
-        bad: Some(7),
-    });
-    let loader = PairLoader::new(
-        ds,
-        small_aug(),
-        LoaderConfig {
-            shuffle: false,
-            ..cfg(4, 2)
-        },
-    )
-    .unwrap();
+    let ds: Arc<dyn Dataset> = Arc::new(Toy { n: 12, channels: 3, bad: Some(7) });
+    let loader = PairLoader::new(ds, small_aug(), LoaderConfig { shuffle: false, ..cfg(4, 2) }).unwrap();
     let results: Vec<_> = loader.epoch(0, 0).unwrap().collect();
-    assert_eq!(
-        results.len(),
-        2,
-        "the iterator stops after the failed batch"
-    );
+    assert_eq!(results.len(), 2, "the iterator stops after the failed batch");
     assert!(results[0].is_ok());
     let err = format!("{:#}", results[1].as_ref().unwrap_err());
     assert!(err.contains("sample 7") && err.contains("toy.bin"), "{err}");
@@ -224,14 +147,8 @@ fn dataset_errors_surface_as_err() {
 
 #[test]
 fn channel_mismatch_is_an_error() {
-    let gray: Arc<dyn Dataset> = Arc::new(Toy {
-        n: 8,
-        channels: 1,
-        bad: None,
-    });
-    let err = PairLoader::new(gray.clone(), small_aug(), cfg(4, 1))
-        .err()
-        .unwrap();
+    let gray: Arc<dyn Dataset> = Arc::new(Toy { n: 8, channels: 1, bad: None });
+    let err = PairLoader::new(gray.clone(), small_aug(), cfg(4, 1)).err().unwrap();
     assert!(err.to_string().contains("1-channel"), "{err}");
     let mut g = AugmentConfig::grayscale();
     g.view1.size = 12;
@@ -248,19 +165,14 @@ fn eval_loader_is_ordered_and_matches_the_eval_transform() {
     let loader = EvalLoader::new(toy(10), aug.clone(), cfg(4, 2)).unwrap();
     assert_eq!(loader.num_batches(), 3);
     let batches: Vec<_> = loader.iter_from(0).unwrap().map(|b| b.unwrap()).collect();
-    assert_eq!(
-        batches.iter().map(|b| b.shape[0]).collect::<Vec<_>>(),
-        vec![4, 4, 2]
-    );
+    assert_eq!(batches.iter().map(|b| b.shape[0]).collect::<Vec<_>>(), vec![4, 4, 2]);
     let augmenter = Augmenter::new(aug, 0).unwrap();
     let ds = toy(10);
     for b in &batches {
         let per = 3 * 16 * 16;
         for (k, &i) in b.indices.iter().enumerate() {
             let mut want = vec![0.0; per];
-            augmenter
-                .eval_into(&ds.get(i).unwrap().image, &mut want)
-                .unwrap();
+            augmenter.eval_into(&ds.get(i).unwrap().image, &mut want).unwrap();
             assert_eq!(&b.images[k * per..(k + 1) * per], &want[..]);
             assert_eq!(b.labels[k], Some(i % 3));
         }

@@ -89,16 +89,21 @@ fn non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint() {
 
 #[test]
 fn configuration_errors_name_what_is_valid() {
-    let err = format!("{:#}", PretrainConfig::load(Some("fashion-mnist"), None, &["optim.epoch=3".into()]).unwrap_err());
+    let err =
+        format!("{:#}", PretrainConfig::load(Some("fashion-mnist"), None, &["optim.epoch=3".into()]).unwrap_err());
     assert!(err.contains("epoch") && err.contains("epochs"), "{err}");
     let err = format!("{:#}", PretrainConfig::load(Some("nope"), None, &[]).unwrap_err());
     assert!(err.contains("fashion-mnist") && err.contains("cifar10-resnet18"), "{err}");
-    let err = format!("{:#}", PretrainConfig::load(Some("fashion-mnist"), None, &["optim.epochs=0".into()]).unwrap_err());
-    assert!(err.contains("epochs"), "{err}");
     let err =
-        format!("{:#}", PretrainConfig::load(Some("fashion-mnist"), None, &["model.encoder.depth=19".into()]).unwrap_err());
+        format!("{:#}", PretrainConfig::load(Some("fashion-mnist"), None, &["optim.epochs=0".into()]).unwrap_err());
+    assert!(err.contains("epochs"), "{err}");
+    let err = format!(
+        "{:#}",
+        PretrainConfig::load(Some("fashion-mnist"), None, &["model.encoder.depth=19".into()]).unwrap_err()
+    );
     assert!(err.contains("18, 34, 50"), "{err}");
-    let err = format!("{:#}", PretrainConfig::load(Some("fashion-mnist"), None, &["data.augment=\"x\"".into()]).unwrap_err());
+    let err =
+        format!("{:#}", PretrainConfig::load(Some("fashion-mnist"), None, &["data.augment=\"x\"".into()]).unwrap_err());
     assert!(err.contains("imagenet") && err.contains("grayscale"), "{err}");
     for p in byol::config::PRESETS {
         PretrainConfig::load(Some(p), None, &[]).unwrap_or_else(|e| panic!("preset {p}: {e:#}"));

@@ -12,12 +12,7 @@ use anyhow::{ensure, Result};
 /// Writes `(x − mean[c]) / std[c]` of `img` into `out` (CHW).
 fn normalize_into(img: &ChwImage, mean: &[f32], std: &[f32], out: &mut [f32]) {
     let n = img.plane();
-    for (c, (src, dst)) in img
-        .data
-        .chunks_exact(n)
-        .zip(out.chunks_exact_mut(n))
-        .enumerate()
-    {
+    for (c, (src, dst)) in img.data.chunks_exact(n).zip(out.chunks_exact_mut(n)).enumerate() {
         let (m, inv) = (mean[c], 1.0 / std[c]);
         for (d, &s) in dst.iter_mut().zip(src) {
             *d = (s - m) * inv;
@@ -50,20 +45,12 @@ impl Augmenter {
 
     /// Shape `[channels, size, size]` of one augmented view.
     pub fn view_shape(&self) -> [usize; 3] {
-        [
-            self.config.channels(),
-            self.config.view1.size,
-            self.config.view1.size,
-        ]
+        [self.config.channels(), self.config.view1.size, self.config.view1.size]
     }
 
     /// Shape `[channels, crop, crop]` of one evaluation image.
     pub fn eval_shape(&self) -> [usize; 3] {
-        [
-            self.config.channels(),
-            self.config.eval.crop,
-            self.config.eval.crop,
-        ]
+        [self.config.channels(), self.config.eval.crop, self.config.eval.crop]
     }
 
     fn view_config(&self, view: usize) -> &ViewConfig {
@@ -76,14 +63,7 @@ impl Augmenter {
 
     /// The random parameters of view `view` (0 = T, 1 = T′) of sample `index` in `epoch`
     /// for an input of `height × width` pixels.
-    pub fn view_params(
-        &self,
-        epoch: u64,
-        index: u64,
-        view: usize,
-        height: usize,
-        width: usize,
-    ) -> ViewParams {
+    pub fn view_params(&self, epoch: u64, index: u64, view: usize, height: usize, width: usize) -> ViewParams {
         let mut rng = view_rng(self.seed, epoch, index, view as u64);
         self.view_config(view).sample(&mut rng, height, width)
     }
@@ -96,9 +76,7 @@ impl Augmenter {
             self.config.channels()
         );
         ensure!(
-            image.width > 0
-                && image.height > 0
-                && image.data.len() == image.width * image.height * image.channels,
+            image.width > 0 && image.height > 0 && image.data.len() == image.width * image.height * image.channels,
             "image {}x{}x{} has {} bytes",
             image.height,
             image.width,
@@ -110,22 +88,10 @@ impl Augmenter {
 
     /// View `view` of sample `index` in `epoch`, normalized, written into `out` (CHW,
     /// `view_shape` values).
-    pub fn augment_view_into(
-        &self,
-        image: &Image,
-        epoch: u64,
-        index: u64,
-        view: usize,
-        out: &mut [f32],
-    ) -> Result<()> {
+    pub fn augment_view_into(&self, image: &Image, epoch: u64, index: u64, view: usize, out: &mut [f32]) -> Result<()> {
         self.check_image(image)?;
         let [c, h, w] = self.view_shape();
-        ensure!(
-            out.len() == c * h * w,
-            "output buffer has {} values, expected {}",
-            out.len(),
-            c * h * w
-        );
+        ensure!(out.len() == c * h * w, "output buffer has {} values, expected {}", out.len(), c * h * w);
         let params = self.view_params(epoch, index, view, image.height, image.width);
         let x = self.view_config(view).apply(image, &params)?;
         normalize_into(&x, &self.config.mean, &self.config.std, out);
@@ -133,12 +99,7 @@ impl Augmenter {
     }
 
     /// Both views of sample `index` in `epoch` as two normalized CHW vectors.
-    pub fn augment_pair(
-        &self,
-        image: &Image,
-        epoch: u64,
-        index: u64,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+    pub fn augment_pair(&self, image: &Image, epoch: u64, index: u64) -> Result<(Vec<f32>, Vec<f32>)> {
         let n: usize = self.view_shape().iter().product();
         let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
         self.augment_view_into(image, epoch, index, 0, &mut a)?;
@@ -150,12 +111,7 @@ impl Augmenter {
     pub fn eval_into(&self, image: &Image, out: &mut [f32]) -> Result<()> {
         self.check_image(image)?;
         let [c, h, w] = self.eval_shape();
-        ensure!(
-            out.len() == c * h * w,
-            "output buffer has {} values, expected {}",
-            out.len(),
-            c * h * w
-        );
+        ensure!(out.len() == c * h * w, "output buffer has {} values, expected {}", out.len(), c * h * w);
         let e = &self.config.eval;
         let x = eval_transform(image, e.resize, e.crop, e.interpolation)?;
         normalize_into(&x, &self.config.mean, &self.config.std, out);
@@ -192,17 +148,11 @@ mod tests {
         let cfg = plain_config();
         let norm = |c: usize, v: f32| (v - cfg.mean[c]) / cfg.std[c];
         let px = |c: usize, y: usize, x: usize| data[(y * 8 + x) * 3 + c] as f32 / 255.0;
-        let (a, _) = Augmenter::new(cfg.clone(), 3)
-            .unwrap()
-            .augment_pair(&img, 0, 0)
-            .unwrap();
+        let (a, _) = Augmenter::new(cfg.clone(), 3).unwrap().augment_pair(&img, 0, 0).unwrap();
         let mut flipped = cfg.clone();
         flipped.view1.flip_p = 1.0;
         flipped.view1.solarize_p = 1.0;
-        let (f, _) = Augmenter::new(flipped, 3)
-            .unwrap()
-            .augment_pair(&img, 0, 0)
-            .unwrap();
+        let (f, _) = Augmenter::new(flipped, 3).unwrap().augment_pair(&img, 0, 0).unwrap();
         for c in 0..3 {
             for y in 0..8 {
                 for x in 0..8 {

@@ -77,10 +77,7 @@ pub fn preset(name: &str) -> Result<AugmentConfig> {
         "imagenet" => Ok(AugmentConfig::imagenet()),
         "cifar" => Ok(AugmentConfig::cifar()),
         "grayscale" => Ok(AugmentConfig::grayscale()),
-        _ => bail!(
-            "unknown augmentation preset {name:?}; valid presets: {}",
-            PRESET_NAMES.join(", ")
-        ),
+        _ => bail!("unknown augmentation preset {name:?}; valid presets: {}", PRESET_NAMES.join(", ")),
     }
 }
 
@@ -109,34 +106,21 @@ impl ViewConfig {
 
     /// T′ of Table 6 at `size` px: blur 0.1, solarize 0.2.
     pub fn byol_t_prime(size: usize) -> Self {
-        Self {
-            blur_p: 0.1,
-            solarize_p: 0.2,
-            ..Self::byol_t(size)
-        }
+        Self { blur_p: 0.1, solarize_p: 0.2, ..Self::byol_t(size) }
     }
 
     /// The blur kernel size used: the configured one, or `size / 10` made odd (at least 3).
     pub fn blur_kernel_size(&self) -> usize {
-        self.blur_kernel
-            .unwrap_or_else(|| ((self.size / 10) | 1).max(3))
+        self.blur_kernel.unwrap_or_else(|| ((self.size / 10) | 1).max(3))
     }
 
     /// Checks every field; `channels` is the number of image channels (1 or 3).
     pub fn validate(&self, channels: usize) -> Result<()> {
         ensure!(self.size > 0, "size must be > 0");
         let [s0, s1] = self.crop_scale;
-        ensure!(
-            0.0 < s0 && s0 <= s1 && s1 <= 1.0,
-            "crop_scale {:?} must satisfy 0 < lo <= hi <= 1",
-            self.crop_scale
-        );
+        ensure!(0.0 < s0 && s0 <= s1 && s1 <= 1.0, "crop_scale {:?} must satisfy 0 < lo <= hi <= 1", self.crop_scale);
         let [r0, r1] = self.crop_ratio;
-        ensure!(
-            0.0 < r0 && r0 <= r1 && r1.is_finite(),
-            "crop_ratio {:?} must satisfy 0 < lo <= hi",
-            self.crop_ratio
-        );
+        ensure!(0.0 < r0 && r0 <= r1 && r1.is_finite(), "crop_ratio {:?} must satisfy 0 < lo <= hi", self.crop_ratio);
         for (name, p) in [
             ("flip_p", self.flip_p),
             ("jitter_p", self.jitter_p),
@@ -144,35 +128,18 @@ impl ViewConfig {
             ("blur_p", self.blur_p),
             ("solarize_p", self.solarize_p),
         ] {
-            ensure!(
-                (0.0..=1.0).contains(&p),
-                "{name} = {p} is not a probability in [0, 1]"
-            );
+            ensure!((0.0..=1.0).contains(&p), "{name} = {p} is not a probability in [0, 1]");
         }
-        for (name, x) in [
-            ("brightness", self.brightness),
-            ("contrast", self.contrast),
-            ("saturation", self.saturation),
-        ] {
+        for (name, x) in [("brightness", self.brightness), ("contrast", self.contrast), ("saturation", self.saturation)]
+        {
             ensure!(x >= 0.0 && x.is_finite(), "{name} = {x} must be >= 0");
         }
-        ensure!(
-            (0.0..=0.5).contains(&self.hue),
-            "hue = {} must be in [0, 0.5]",
-            self.hue
-        );
+        ensure!((0.0..=0.5).contains(&self.hue), "hue = {} must be in [0, 0.5]", self.hue);
         let [b0, b1] = self.blur_sigma;
-        ensure!(
-            0.0 < b0 && b0 <= b1 && b1.is_finite(),
-            "blur_sigma {:?} must satisfy 0 < lo <= hi",
-            self.blur_sigma
-        );
+        ensure!(0.0 < b0 && b0 <= b1 && b1.is_finite(), "blur_sigma {:?} must satisfy 0 < lo <= hi", self.blur_sigma);
         let k = self.blur_kernel_size();
         ensure!(k % 2 == 1, "blur_kernel {k} must be odd");
-        ensure!(
-            self.solarize_threshold.is_finite(),
-            "solarize_threshold must be finite"
-        );
+        ensure!(self.solarize_threshold.is_finite(), "solarize_threshold must be finite");
         match channels {
             3 => {}
             1 => ensure!(
@@ -194,34 +161,20 @@ impl AugmentConfig {
             std: vec![0.229, 0.224, 0.225],
             view1: ViewConfig::byol_t(224),
             view2: ViewConfig::byol_t_prime(224),
-            eval: EvalConfig {
-                resize: 256,
-                crop: 224,
-                interpolation: Interpolation::Bicubic,
-            },
+            eval: EvalConfig { resize: 256, crop: 224, interpolation: Interpolation::Bicubic },
         }
     }
 
     /// solo-learn's CIFAR BYOL recipe: 32 px, crop scale (0.08, 1), jitter 0.4/0.4/0.2/0.1
     /// with p 0.8, grayscale 0.2, no blur, solarize 0/0.2, CIFAR-10 mean/std.
     pub fn cifar() -> Self {
-        let t = ViewConfig {
-            blur_p: 0.0,
-            ..ViewConfig::byol_t(32)
-        };
+        let t = ViewConfig { blur_p: 0.0, ..ViewConfig::byol_t(32) };
         Self {
             mean: vec![0.4914, 0.4822, 0.4465],
             std: vec![0.2470, 0.2435, 0.2616],
             view1: t.clone(),
-            view2: ViewConfig {
-                solarize_p: 0.2,
-                ..t
-            },
-            eval: EvalConfig {
-                resize: 32,
-                crop: 32,
-                interpolation: Interpolation::Bicubic,
-            },
+            view2: ViewConfig { solarize_p: 0.2, ..t },
+            eval: EvalConfig { resize: 32, crop: 32, interpolation: Interpolation::Bicubic },
         }
     }
 
@@ -229,26 +182,13 @@ impl AugmentConfig {
     /// blur 1.0/0.1, solarize 0/0.2; no saturation, hue or grayscale. Normalization with
     /// Fashion-MNIST's mean/std (0.2860, 0.3530).
     pub fn grayscale() -> Self {
-        let t = ViewConfig {
-            saturation: 0.0,
-            hue: 0.0,
-            grayscale_p: 0.0,
-            ..ViewConfig::byol_t(28)
-        };
+        let t = ViewConfig { saturation: 0.0, hue: 0.0, grayscale_p: 0.0, ..ViewConfig::byol_t(28) };
         Self {
             mean: vec![0.2860],
             std: vec![0.3530],
             view1: t.clone(),
-            view2: ViewConfig {
-                blur_p: 0.1,
-                solarize_p: 0.2,
-                ..t
-            },
-            eval: EvalConfig {
-                resize: 28,
-                crop: 28,
-                interpolation: Interpolation::Bicubic,
-            },
+            view2: ViewConfig { blur_p: 0.1, solarize_p: 0.2, ..t },
+            eval: EvalConfig { resize: 28, crop: 28, interpolation: Interpolation::Bicubic },
         }
     }
 
@@ -260,25 +200,10 @@ impl AugmentConfig {
     /// Checks every field of both views, the normalization and the evaluation transform.
     pub fn validate(&self) -> Result<()> {
         let c = self.channels();
-        ensure!(
-            c == 1 || c == 3,
-            "mean has {c} entries; expected 1 (grayscale) or 3 (RGB)"
-        );
-        ensure!(
-            self.std.len() == c,
-            "std has {} entries but mean has {c}",
-            self.std.len()
-        );
-        ensure!(
-            self.std.iter().all(|&s| s > 0.0 && s.is_finite()),
-            "std {:?} must be > 0",
-            self.std
-        );
-        ensure!(
-            self.mean.iter().all(|m| m.is_finite()),
-            "mean {:?} must be finite",
-            self.mean
-        );
+        ensure!(c == 1 || c == 3, "mean has {c} entries; expected 1 (grayscale) or 3 (RGB)");
+        ensure!(self.std.len() == c, "std has {} entries but mean has {c}", self.std.len());
+        ensure!(self.std.iter().all(|&s| s > 0.0 && s.is_finite()), "std {:?} must be > 0", self.std);
+        ensure!(self.mean.iter().all(|m| m.is_finite()), "mean {:?} must be finite", self.mean);
         self.view1.validate(c).context("augmentation view1 (T)")?;
         self.view2.validate(c).context("augmentation view2 (T')")?;
         ensure!(
@@ -288,12 +213,7 @@ impl AugmentConfig {
             self.view2.size
         );
         let e = &self.eval;
-        ensure!(
-            0 < e.crop && e.crop <= e.resize,
-            "eval: need 0 < crop ({}) <= resize ({})",
-            e.crop,
-            e.resize
-        );
+        ensure!(0 < e.crop && e.crop <= e.resize, "eval: need 0 < crop ({}) <= resize ({})", e.crop, e.resize);
         Ok(())
     }
 

@@ -31,33 +31,18 @@ pub struct ChwImage {
 
 impl ChwImage {
     /// Builds an image, checking that `data` holds `channels * height * width` values.
-    pub fn new(
-        channels: usize,
-        height: usize,
-        width: usize,
-        data: Vec<f32>,
-    ) -> anyhow::Result<Self> {
+    pub fn new(channels: usize, height: usize, width: usize, data: Vec<f32>) -> anyhow::Result<Self> {
         anyhow::ensure!(
             data.len() == channels * height * width,
             "float image has {} values, expected {channels}x{height}x{width}",
             data.len()
         );
-        Ok(Self {
-            channels,
-            height,
-            width,
-            data,
-        })
+        Ok(Self { channels, height, width, data })
     }
 
     /// Converts an 8-bit HWC image to float CHW in [0, 1] (`x / 255`, like `to_dtype(float32, scale=True)`).
     pub fn from_image(image: &Image) -> Self {
-        let full = CropBox {
-            top: 0,
-            left: 0,
-            height: image.height,
-            width: image.width,
-        };
+        let full = CropBox { top: 0, left: 0, height: image.height, width: image.width };
         Self::from_image_region(image, full)
     }
 
@@ -75,12 +60,7 @@ impl ChwImage {
                 }
             }
         }
-        Self {
-            channels: c,
-            height: h,
-            width: w,
-            data,
-        }
+        Self { channels: c, height: h, width: w, data }
     }
 
     /// Number of values in one channel plane.

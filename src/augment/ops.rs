@@ -212,14 +212,8 @@ pub(crate) fn reflect(i: isize, n: usize) -> usize {
 /// `gaussian_blur` with an odd `kernel` (same in both directions), `sigma` > 0 and reflect
 /// padding, computed separably (rows then columns).
 pub fn gaussian_blur(img: &mut ChwImage, kernel: usize, sigma: f32) -> Result<()> {
-    ensure!(
-        kernel % 2 == 1,
-        "gaussian_blur: kernel size {kernel} must be odd"
-    );
-    ensure!(
-        sigma > 0.0 && sigma.is_finite(),
-        "gaussian_blur: sigma {sigma} must be > 0"
-    );
+    ensure!(kernel % 2 == 1, "gaussian_blur: kernel size {kernel} must be odd");
+    ensure!(sigma > 0.0 && sigma.is_finite(), "gaussian_blur: sigma {sigma} must be > 0");
     let k = gaussian_kernel1d(kernel, sigma);
     let pad = kernel / 2;
     // Taps below 1e-10 (of a kernel summing to 1) cannot change a float32 result of values in
@@ -280,12 +274,7 @@ mod tests {
 
     #[test]
     fn hue_round_trip_is_identity_for_zero_shift_through_hsv() {
-        for &(r, g, b) in &[
-            (0.2f32, 0.5, 0.9),
-            (0.9, 0.1, 0.1),
-            (0.3, 0.3, 0.3),
-            (0.0, 1.0, 0.5),
-        ] {
+        for &(r, g, b) in &[(0.2f32, 0.5, 0.9), (0.9, 0.1, 0.1), (0.3, 0.3, 0.3), (0.0, 1.0, 0.5)] {
             let (h, s, v) = rgb_to_hsv(r, g, b);
             let (r2, g2, b2) = hsv_to_rgb(h, s, v);
             assert!((r - r2).abs() < 1e-6 && (g - g2).abs() < 1e-6 && (b - b2).abs() < 1e-6);
@@ -295,11 +284,7 @@ mod tests {
     /// Direct 2-D convolution with reflect padding (torchvision's definition), all taps.
     fn naive_blur(img: &ChwImage, kernel: usize, sigma: f32) -> Vec<f32> {
         let k = gaussian_kernel1d(kernel, sigma);
-        let (h, w, p) = (
-            img.height as isize,
-            img.width as isize,
-            (kernel / 2) as isize,
-        );
+        let (h, w, p) = (img.height as isize, img.width as isize, (kernel / 2) as isize);
         let mut out = vec![0.0f32; img.data.len()];
         for c in 0..img.channels {
             for y in 0..h {
@@ -322,20 +307,13 @@ mod tests {
 
     #[test]
     fn separable_trimmed_blur_matches_direct_convolution() {
-        let data: Vec<f32> = (0..3 * 26 * 30)
-            .map(|i| ((i * 37 % 101) as f32) / 100.0)
-            .collect();
+        let data: Vec<f32> = (0..3 * 26 * 30).map(|i| ((i * 37 % 101) as f32) / 100.0).collect();
         let img = ChwImage::new(3, 26, 30, data).unwrap();
         for (kernel, sigma) in [(23, 0.1f32), (23, 0.7), (23, 2.0), (5, 1.3), (3, 2.0)] {
             let mut got = img.clone();
             gaussian_blur(&mut got, kernel, sigma).unwrap();
             let want = naive_blur(&img, kernel, sigma);
-            let err = got
-                .data
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let err = got.data.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             assert!(err < 2e-6, "kernel {kernel} sigma {sigma}: max error {err}");
         }
         assert!(gaussian_blur(&mut img.clone(), 4, 1.0).is_err());

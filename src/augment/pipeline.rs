@@ -52,9 +52,7 @@ fn splitmix64(mut z: u64) -> u64 {
 
 /// Mixes a tag and several words into one 64-bit seed (chained SplitMix64).
 pub(crate) fn mix_seed(tag: u64, words: &[u64]) -> u64 {
-    words
-        .iter()
-        .fold(splitmix64(tag), |h, &w| splitmix64(h ^ w))
+    words.iter().fold(splitmix64(tag), |h, &w| splitmix64(h ^ w))
 }
 
 /// The RNG of view `view` of sample `index` in `epoch`: a function of these four numbers only.
@@ -69,13 +67,7 @@ fn round_int(x: f64) -> i64 {
 
 /// `RandomResizedCrop.get_params`: up to 10 tries of area ~ U[scale]·H·W and
 /// ratio ~ exp(U[ln r0, ln r1]); then the central crop clamped to the ratio range.
-pub fn sample_crop(
-    rng: &mut impl Rng,
-    height: usize,
-    width: usize,
-    scale: [f64; 2],
-    ratio: [f64; 2],
-) -> CropBox {
+pub fn sample_crop(rng: &mut impl Rng, height: usize, width: usize, scale: [f64; 2], ratio: [f64; 2]) -> CropBox {
     let area = (height * width) as f64;
     let (lr0, lr1) = (ratio[0].ln(), ratio[1].ln());
     for _ in 0..10 {
@@ -87,34 +79,18 @@ pub fn sample_crop(
             let (w, h) = (w as usize, h as usize);
             let top = rng.gen_range(0..=height - h);
             let left = rng.gen_range(0..=width - w);
-            return CropBox {
-                top,
-                left,
-                height: h,
-                width: w,
-            };
+            return CropBox { top, left, height: h, width: w };
         }
     }
     let in_ratio = width as f64 / height as f64;
     let (w, h) = if in_ratio < ratio[0] {
-        (
-            width,
-            (round_int(width as f64 / ratio[0]) as usize).clamp(1, height),
-        )
+        (width, (round_int(width as f64 / ratio[0]) as usize).clamp(1, height))
     } else if in_ratio > ratio[1] {
-        (
-            (round_int(height as f64 * ratio[1]) as usize).clamp(1, width),
-            height,
-        )
+        ((round_int(height as f64 * ratio[1]) as usize).clamp(1, width), height)
     } else {
         (width, height)
     };
-    CropBox {
-        top: (height - h) / 2,
-        left: (width - w) / 2,
-        height: h,
-        width: w,
-    }
+    CropBox { top: (height - h) / 2, left: (width - w) / 2, height: h, width: w }
 }
 
 fn uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
@@ -140,12 +116,7 @@ impl ViewConfig {
         let crop = sample_crop(rng, height, width, self.crop_scale, self.crop_ratio);
         let flip = coin(rng, self.flip_p);
         let jitter = coin(rng, self.jitter_p).then(|| {
-            let mut order = [
-                JitterOp::Brightness,
-                JitterOp::Contrast,
-                JitterOp::Saturation,
-                JitterOp::Hue,
-            ];
+            let mut order = [JitterOp::Brightness, JitterOp::Contrast, JitterOp::Saturation, JitterOp::Hue];
             order.shuffle(rng);
             JitterParams {
                 order,
@@ -156,17 +127,9 @@ impl ViewConfig {
             }
         });
         let grayscale = coin(rng, self.grayscale_p);
-        let blur_sigma = coin(rng, self.blur_p)
-            .then(|| uniform(rng, self.blur_sigma[0], self.blur_sigma[1]) as f32);
+        let blur_sigma = coin(rng, self.blur_p).then(|| uniform(rng, self.blur_sigma[0], self.blur_sigma[1]) as f32);
         let solarize = coin(rng, self.solarize_p);
-        ViewParams {
-            crop,
-            flip,
-            jitter,
-            grayscale,
-            blur_sigma,
-            solarize,
-        }
+        ViewParams { crop, flip, jitter, grayscale, blur_sigma, solarize }
     }
 
     /// Applies sampled parameters to an 8-bit image: a float CHW image in [0, 1], not yet

@@ -30,10 +30,7 @@ pub struct CropBox {
 impl CropBox {
     fn check(&self, h: usize, w: usize) -> Result<()> {
         ensure!(
-            self.height > 0
-                && self.width > 0
-                && self.top + self.height <= h
-                && self.left + self.width <= w,
+            self.height > 0 && self.width > 0 && self.top + self.height <= h && self.left + self.width <= w,
             "crop box {self:?} is empty or outside the {h}x{w} image"
         );
         Ok(())
@@ -107,14 +104,7 @@ impl Taps {
             }
             start.push(s);
         }
-        Self {
-            k,
-            idx,
-            w,
-            win,
-            start,
-            fw,
-        }
+        Self { k, idx, w, win, start, fw }
     }
 }
 
@@ -183,10 +173,7 @@ pub fn resized_crop(
     interp: Interpolation,
 ) -> Result<ChwImage> {
     crop.check(img.height, img.width)?;
-    ensure!(
-        out_h > 0 && out_w > 0,
-        "resize to an empty size {out_h}x{out_w}"
-    );
+    ensure!(out_h > 0 && out_w > 0, "resize to an empty size {out_h}x{out_w}");
     let mut out = vec![0.0f32; img.channels * out_h * out_w];
     let (h, w) = (img.height, img.width);
     resample(
@@ -213,12 +200,7 @@ pub fn resized_crop_u8(
 ) -> Result<ChwImage> {
     crop.check(img.height, img.width)?;
     let region = ChwImage::from_image_region(img, crop);
-    let full = CropBox {
-        top: 0,
-        left: 0,
-        height: crop.height,
-        width: crop.width,
-    };
+    let full = CropBox { top: 0, left: 0, height: crop.height, width: crop.width };
     if crop.height == out_h && crop.width == out_w {
         return Ok(region);
     }
@@ -229,61 +211,30 @@ pub fn resized_crop_u8(
 /// the short side becomes `short`, the long side `int(short · long / short_in)`.
 pub fn short_side_size(height: usize, width: usize, short: usize) -> (usize, usize) {
     if width <= height {
-        (
-            ((short as f64) * height as f64 / width as f64) as usize,
-            short,
-        )
+        (((short as f64) * height as f64 / width as f64) as usize, short)
     } else {
-        (
-            short,
-            ((short as f64) * width as f64 / height as f64) as usize,
-        )
+        (short, ((short as f64) * width as f64 / height as f64) as usize)
     }
 }
 
 /// Center crop box of `center_crop` (offsets `int(round((in − out) / 2))`, Python's
 /// round-half-to-even). Errors if the crop is larger than the image.
-pub fn center_crop_box(
-    height: usize,
-    width: usize,
-    crop_h: usize,
-    crop_w: usize,
-) -> Result<CropBox> {
+pub fn center_crop_box(height: usize, width: usize, crop_h: usize, crop_w: usize) -> Result<CropBox> {
     ensure!(
         crop_h <= height && crop_w <= width,
         "center crop {crop_h}x{crop_w} is larger than the {height}x{width} image"
     );
     let off = |a: usize, b: usize| ((a - b) as f64 / 2.0).round_ties_even() as usize;
-    Ok(CropBox {
-        top: off(height, crop_h),
-        left: off(width, crop_w),
-        height: crop_h,
-        width: crop_w,
-    })
+    Ok(CropBox { top: off(height, crop_h), left: off(width, crop_w), height: crop_h, width: crop_w })
 }
 
 /// The evaluation transform: resize the short side to `resize` (no antialias), then center
 /// crop `crop × crop`. Returns a float CHW image in [0, 1] (bicubic overshoot clamped, as the
 /// 8-bit PIL path of the reference recipes does).
-pub fn eval_transform(
-    img: &Image,
-    resize: usize,
-    crop: usize,
-    interp: Interpolation,
-) -> Result<ChwImage> {
-    ensure!(
-        img.width > 0 && img.height > 0,
-        "cannot transform an empty {}x{} image",
-        img.height,
-        img.width
-    );
+pub fn eval_transform(img: &Image, resize: usize, crop: usize, interp: Interpolation) -> Result<ChwImage> {
+    ensure!(img.width > 0 && img.height > 0, "cannot transform an empty {}x{} image", img.height, img.width);
     let (rh, rw) = short_side_size(img.height, img.width, resize);
-    let full = CropBox {
-        top: 0,
-        left: 0,
-        height: img.height,
-        width: img.width,
-    };
+    let full = CropBox { top: 0, left: 0, height: img.height, width: img.width };
     let mut resized = resized_crop_u8(img, full, rh, rw, interp)?;
     if interp == Interpolation::Bicubic {
         resized.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
@@ -313,35 +264,19 @@ mod tests {
         // (293 − 224) / 2 = 34.5 → 34 (round half to even); (295 − 224)/2 = 35.5 → 36.
         assert_eq!(
             center_crop_box(293, 295, 224, 224).unwrap(),
-            CropBox {
-                top: 34,
-                left: 36,
-                height: 224,
-                width: 224
-            }
+            CropBox { top: 34, left: 36, height: 224, width: 224 }
         );
         assert!(center_crop_box(100, 300, 224, 224).is_err());
     }
 
     #[test]
     fn same_size_resize_is_identity() {
-        let data: Vec<f32> = (0..2 * 5 * 7)
-            .map(|i| (i as f32 * 0.37).sin().abs())
-            .collect();
+        let data: Vec<f32> = (0..2 * 5 * 7).map(|i| (i as f32 * 0.37).sin().abs()).collect();
         let img = ChwImage::new(2, 5, 7, data).unwrap();
-        let full = CropBox {
-            top: 0,
-            left: 0,
-            height: 5,
-            width: 7,
-        };
+        let full = CropBox { top: 0, left: 0, height: 5, width: 7 };
         for interp in [Interpolation::Bilinear, Interpolation::Bicubic] {
             let out = resized_crop(&img, full, 5, 7, interp).unwrap();
-            assert!(out
-                .data
-                .iter()
-                .zip(&img.data)
-                .all(|(a, b)| (a - b).abs() < 1e-6));
+            assert!(out.data.iter().zip(&img.data).all(|(a, b)| (a - b).abs() < 1e-6));
         }
     }
 
@@ -365,12 +300,7 @@ mod tests {
     #[test]
     fn out_of_bounds_crop_is_an_error() {
         let img = ChwImage::new(1, 4, 4, vec![0.0; 16]).unwrap();
-        let bad = CropBox {
-            top: 2,
-            left: 0,
-            height: 3,
-            width: 4,
-        };
+        let bad = CropBox { top: 2, left: 0, height: 3, width: 4 };
         assert!(resized_crop(&img, bad, 2, 2, Interpolation::Bilinear).is_err());
     }
 }

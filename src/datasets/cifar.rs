@@ -89,11 +89,7 @@ impl Cifar {
             bail!(
                 "{}: no {} files found (looked for {} here and in {}/)",
                 dir.display(),
-                if kind == CifarKind::Cifar10 {
-                    "CIFAR-10"
-                } else {
-                    "CIFAR-100"
-                },
+                if kind == CifarKind::Cifar10 { "CIFAR-10" } else { "CIFAR-100" },
                 names.join(", "),
                 kind.archive_dir()
             );
@@ -104,11 +100,7 @@ impl Cifar {
     }
 
     /// Opens the given record files, in order, validating sizes and every label.
-    pub fn from_files(
-        kind: CifarKind,
-        paths: &[PathBuf],
-        class_names: Option<Vec<String>>,
-    ) -> Result<Self> {
+    pub fn from_files(kind: CifarKind, paths: &[PathBuf], class_names: Option<Vec<String>>) -> Result<Self> {
         let lb = kind.label_bytes();
         let record = lb + 3 * PLANE;
         let mut files = Vec::with_capacity(paths.len());
@@ -119,32 +111,18 @@ impl Cifar {
             let prefixes = file.record_prefixes(lb)?;
             for (i, l) in prefixes.chunks_exact(lb).enumerate() {
                 if kind == CifarKind::Cifar100 && l[0] >= 20 {
-                    bail!(
-                        "{}: record {i}: coarse label {} out of range 0..20",
-                        path.display(),
-                        l[0]
-                    );
+                    bail!("{}: record {i}: coarse label {} out of range 0..20", path.display(), l[0]);
                 }
                 let fine = l[lb - 1];
                 if fine as usize >= kind.num_classes() {
-                    bail!(
-                        "{}: record {i}: label {fine} out of range 0..{}",
-                        path.display(),
-                        kind.num_classes()
-                    );
+                    bail!("{}: record {i}: label {fine} out of range 0..{}", path.display(), kind.num_classes());
                 }
                 labels.push(fine);
             }
             starts.push(starts[starts.len() - 1] + file.count());
             files.push(file);
         }
-        Ok(Self {
-            kind,
-            files,
-            starts,
-            labels,
-            class_names,
-        })
+        Ok(Self { kind, files, starts, labels, class_names })
     }
 
     /// Which variant this is.
@@ -179,12 +157,7 @@ impl Dataset for Cifar {
             px[2] = planes[2 * PLANE + p];
         }
         Ok(Sample {
-            image: Image {
-                width: SIDE,
-                height: SIDE,
-                channels: 3,
-                data,
-            },
+            image: Image { width: SIDE, height: SIDE, channels: 3, data },
             label: Some(self.labels[index] as usize),
         })
     }
@@ -200,9 +173,7 @@ impl Dataset for Cifar {
     fn class_names(&self) -> Vec<String> {
         match &self.class_names {
             Some(n) => n.clone(),
-            None => (0..self.kind.num_classes())
-                .map(|i| i.to_string())
-                .collect(),
+            None => (0..self.kind.num_classes()).map(|i| i.to_string()).collect(),
         }
     }
 }

@@ -14,18 +14,8 @@ use super::records::find_dir;
 use crate::image::{Dataset, Image, Sample};
 
 /// Class names of Fashion-MNIST, in label order.
-pub const FASHION_MNIST_CLASSES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+pub const FASHION_MNIST_CLASSES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 /// IDX file names of a split: `(images, labels)`, without the optional `.gz`.
 pub fn idx_files(train: bool) -> (&'static str, &'static str) {
@@ -51,11 +41,7 @@ impl IdxDataset {
     /// the IDX files, or its `mnist/`, `fashion-mnist/` or torchvision `*/raw` sub-folder).
     pub fn open_mnist(dir: &Path, train: bool, fashion: bool) -> Result<Self> {
         let (img, lab) = idx_files(train);
-        let subdirs: &[&str] = if fashion {
-            &["fashion-mnist", "FashionMNIST/raw"]
-        } else {
-            &["mnist", "MNIST/raw"]
-        };
+        let subdirs: &[&str] = if fashion { &["fashion-mnist", "FashionMNIST/raw"] } else { &["mnist", "MNIST/raw"] };
         let gz = format!("{img}.gz");
         let Some(root) = find_dir(dir, subdirs, &[img, gz.as_str()]) else {
             bail!(
@@ -66,10 +52,7 @@ impl IdxDataset {
             );
         };
         let names: Vec<String> = if fashion {
-            FASHION_MNIST_CLASSES
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
+            FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect()
         } else {
             (0..10).map(|i| i.to_string()).collect()
         };
@@ -90,24 +73,10 @@ impl IdxDataset {
                 images_path.display()
             );
         }
-        if let Some((i, &l)) = labels
-            .iter()
-            .enumerate()
-            .find(|&(_, &l)| l as usize >= class_names.len())
-        {
-            bail!(
-                "{}: label {i} is {l}, out of range 0..{}",
-                labels_path.display(),
-                class_names.len()
-            );
+        if let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l as usize >= class_names.len()) {
+            bail!("{}: label {i} is {l}, out of range 0..{}", labels_path.display(), class_names.len());
         }
-        Ok(Self {
-            images,
-            labels,
-            rows: idims[1],
-            cols: idims[2],
-            class_names,
-        })
+        Ok(Self { images, labels, rows: idims[1], cols: idims[2], class_names })
     }
 
     /// All labels, in sample order.
@@ -128,8 +97,7 @@ fn with_gz(dir: &Path, name: &str) -> PathBuf {
 
 /// Reads an unsigned-byte IDX file with `ndim` dimensions; returns the sizes and the data.
 pub fn read_idx(path: &Path, ndim: usize) -> Result<(Vec<usize>, Vec<u8>)> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut bytes = Vec::new();
     let gz = path.extension().is_some_and(|e| e == "gz");
     let read = if gz {
@@ -138,23 +106,11 @@ pub fn read_idx(path: &Path, ndim: usize) -> Result<(Vec<usize>, Vec<u8>)> {
         std::io::BufReader::new(file).read_to_end(&mut bytes)
     };
     read.with_context(|| {
-        format!(
-            "{}: cannot read{}",
-            path.display(),
-            if gz {
-                " (corrupt or truncated gzip?)"
-            } else {
-                ""
-            }
-        )
+        format!("{}: cannot read{}", path.display(), if gz { " (corrupt or truncated gzip?)" } else { "" })
     })?;
     let header = 4 + 4 * ndim;
     if bytes.len() < header {
-        bail!(
-            "{}: wrong size, {} bytes is shorter than the IDX header",
-            path.display(),
-            bytes.len()
-        );
+        bail!("{}: wrong size, {} bytes is shorter than the IDX header", path.display(), bytes.len());
     }
     if bytes[..4] != [0, 0, 0x08, ndim as u8] {
         bail!(
@@ -163,10 +119,8 @@ pub fn read_idx(path: &Path, ndim: usize) -> Result<(Vec<usize>, Vec<u8>)> {
             &bytes[..4]
         );
     }
-    let dims: Vec<usize> = bytes[4..header]
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
+    let dims: Vec<usize> =
+        bytes[4..header].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
     let expected = dims.iter().product::<usize>();
     if bytes.len() - header != expected {
         bail!(
@@ -191,12 +145,7 @@ impl Dataset for IdxDataset {
         let n = self.rows * self.cols;
         let data = self.images[index * n..(index + 1) * n].to_vec();
         Ok(Sample {
-            image: Image {
-                width: self.cols,
-                height: self.rows,
-                channels: 1,
-                data,
-            },
+            image: Image { width: self.cols, height: self.rows, channels: 1, data },
             label: Some(self.labels[index] as usize),
         })
     }

@@ -42,17 +42,10 @@ fn is_image(path: &Path) -> bool {
 fn list(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let mut dirs = Vec::new();
     let mut files = Vec::new();
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot list folder {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot list folder {}", dir.display()))?;
     for entry in entries {
-        let path = entry
-            .with_context(|| format!("cannot list folder {}", dir.display()))?
-            .path();
-        if path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'))
-        {
+        let path = entry.with_context(|| format!("cannot list folder {}", dir.display()))?.path();
+        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')) {
             continue;
         }
         if path.is_dir() {
@@ -83,10 +76,7 @@ fn probe_gray(path: &Path) -> Result<bool> {
         .with_context(|| format!("cannot open image {}", path.display()))?
         .into_decoder()
         .with_context(|| format!("{}: undecodable image", path.display()))?;
-    Ok(matches!(
-        decoder.color_type(),
-        ColorType::L8 | ColorType::L16 | ColorType::La8 | ColorType::La16
-    ))
+    Ok(matches!(decoder.color_type(), ColorType::L8 | ColorType::L16 | ColorType::La8 | ColorType::La16))
 }
 
 impl ImageFolder {
@@ -106,9 +96,7 @@ impl ImageFolder {
             }
         }
         let (subdirs, top_files) = list(dir)?;
-        let labeled = opts
-            .labeled
-            .unwrap_or(top_files.is_empty() && !subdirs.is_empty());
+        let labeled = opts.labeled.unwrap_or(top_files.is_empty() && !subdirs.is_empty());
         let mut paths = Vec::new();
         let mut labels = None;
         let mut classes = Vec::new();
@@ -121,11 +109,7 @@ impl ImageFolder {
                     bail!("{}: class folder has no JPEG/PNG images", sub.display());
                 }
                 l.resize(paths.len(), class);
-                classes.push(
-                    sub.file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                );
+                classes.push(sub.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             }
             labels = Some(l);
         } else {
@@ -137,10 +121,7 @@ impl ImageFolder {
         let channels = match opts.channels {
             Some(c) => c,
             None => {
-                let gray: Vec<bool> = paths
-                    .par_iter()
-                    .map(|p| probe_gray(p))
-                    .collect::<Result<_>>()?;
+                let gray: Vec<bool> = paths.par_iter().map(|p| probe_gray(p)).collect::<Result<_>>()?;
                 if gray.iter().all(|&g| g) {
                     1
                 } else {
@@ -148,12 +129,7 @@ impl ImageFolder {
                 }
             }
         };
-        Ok(Self {
-            paths,
-            labels,
-            classes,
-            channels,
-        })
+        Ok(Self { paths, labels, classes, channels })
     }
 
     /// File path of every sample, in sample order.
@@ -169,10 +145,7 @@ impl Dataset for ImageFolder {
 
     fn get(&self, index: usize) -> Result<Sample> {
         let Some(path) = self.paths.get(index) else {
-            bail!(
-                "image folder index {index} out of range (len {})",
-                self.len()
-            );
+            bail!("image folder index {index} out of range (len {})", self.len());
         };
         let img = ImageReader::open(path)
             .and_then(|r| r.with_guessed_format())
@@ -180,18 +153,9 @@ impl Dataset for ImageFolder {
             .decode()
             .with_context(|| format!("{}: undecodable image", path.display()))?;
         let (width, height) = (img.width() as usize, img.height() as usize);
-        let data = if self.channels == 1 {
-            img.into_luma8().into_raw()
-        } else {
-            img.into_rgb8().into_raw()
-        };
+        let data = if self.channels == 1 { img.into_luma8().into_raw() } else { img.into_rgb8().into_raw() };
         Ok(Sample {
-            image: Image {
-                width,
-                height,
-                channels: self.channels,
-                data,
-            },
+            image: Image { width, height, channels: self.channels, data },
             label: self.labels.as_ref().map(|l| l[index]),
         })
     }

@@ -21,14 +21,7 @@ pub use stl10::{Stl10, STL10_ARCHIVE_DIR};
 use crate::image::Dataset;
 
 /// Names accepted by [`open`].
-pub const DATASET_NAMES: [&str; 6] = [
-    "cifar10",
-    "cifar100",
-    "stl10",
-    "mnist",
-    "fashion-mnist",
-    "folder",
-];
+pub const DATASET_NAMES: [&str; 6] = ["cifar10", "cifar100", "stl10", "mnist", "fashion-mnist", "folder"];
 
 /// Which part of a data set to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -84,10 +77,7 @@ pub fn canonical_name(name: &str) -> Result<&'static str> {
         "mnist" => "mnist",
         "fashionmnist" | "fmnist" => "fashion-mnist",
         "folder" | "imagefolder" => "folder",
-        _ => bail!(
-            "unknown data set {name:?}; valid names: {}",
-            DATASET_NAMES.join(", ")
-        ),
+        _ => bail!("unknown data set {name:?}; valid names: {}", DATASET_NAMES.join(", ")),
     })
 }
 
@@ -107,27 +97,11 @@ fn train_or_test(name: &str, split: Split) -> Result<bool> {
 pub fn open(name: &str, dir: &Path, split: Split) -> Result<Box<dyn Dataset>> {
     let name = canonical_name(name)?;
     Ok(match name {
-        "cifar10" => Box::new(Cifar::open(
-            CifarKind::Cifar10,
-            dir,
-            train_or_test(name, split)?,
-        )?),
-        "cifar100" => Box::new(Cifar::open(
-            CifarKind::Cifar100,
-            dir,
-            train_or_test(name, split)?,
-        )?),
+        "cifar10" => Box::new(Cifar::open(CifarKind::Cifar10, dir, train_or_test(name, split)?)?),
+        "cifar100" => Box::new(Cifar::open(CifarKind::Cifar100, dir, train_or_test(name, split)?)?),
         "stl10" => Box::new(Stl10::open(dir, split)?),
-        "mnist" => Box::new(IdxDataset::open_mnist(
-            dir,
-            train_or_test(name, split)?,
-            false,
-        )?),
-        "fashion-mnist" => Box::new(IdxDataset::open_mnist(
-            dir,
-            train_or_test(name, split)?,
-            true,
-        )?),
+        "mnist" => Box::new(IdxDataset::open_mnist(dir, train_or_test(name, split)?, false)?),
+        "fashion-mnist" => Box::new(IdxDataset::open_mnist(dir, train_or_test(name, split)?, true)?),
         _ => Box::new(open_folder(dir, split)?),
     })
 }
@@ -141,10 +115,7 @@ pub fn open_folder(dir: &Path, split: Split) -> Result<ImageFolder> {
     }
     match split {
         Split::Train | Split::Unlabeled => ImageFolder::open(dir),
-        _ => bail!(
-            "{}: no {split}/ sub-folder for the {split} split",
-            dir.display()
-        ),
+        _ => bail!("{}: no {split}/ sub-folder for the {split} split", dir.display()),
     }
 }
 
@@ -166,7 +137,5 @@ pub fn find_fashion_mnist() -> Option<PathBuf> {
     candidates.push(PathBuf::from("data/fashion-mnist"));
     candidates.push(PathBuf::from(DEBIAN_FASHION_MNIST));
     let (img, _) = idx_files(true);
-    candidates
-        .into_iter()
-        .find(|d| d.join(img).is_file() || d.join(format!("{img}.gz")).is_file())
+    candidates.into_iter().find(|d| d.join(img).is_file() || d.join(format!("{img}.gz")).is_file())
 }

@@ -24,10 +24,7 @@ impl RecordFile {
     /// Opens `path` and checks that its size is a non-zero multiple of `record_len`.
     pub fn open(path: &Path, record_len: usize) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let len = file
-            .metadata()
-            .with_context(|| format!("cannot stat {}", path.display()))?
-            .len();
+        let len = file.metadata().with_context(|| format!("cannot stat {}", path.display()))?.len();
         if len == 0 {
             bail!("{}: file is empty", path.display());
         }
@@ -38,12 +35,7 @@ impl RecordFile {
                 path.display()
             );
         }
-        Ok(Self {
-            path: path.to_path_buf(),
-            file,
-            record_len,
-            count: (len / record_len as u64) as usize,
-        })
+        Ok(Self { path: path.to_path_buf(), file, record_len, count: (len / record_len as u64) as usize })
     }
 
     /// Number of records.
@@ -54,11 +46,7 @@ impl RecordFile {
     /// Reads record `index` into `buf` (which must be `record_len` bytes long).
     pub fn read(&self, index: usize, buf: &mut [u8]) -> Result<()> {
         if index >= self.count || buf.len() != self.record_len {
-            bail!(
-                "{}: record {index} out of range (file has {})",
-                self.path.display(),
-                self.count
-            );
+            bail!("{}: record {index} out of range (file has {})", self.path.display(), self.count);
         }
         let offset = index as u64 * self.record_len as u64;
         read_exact_at(&self.file, buf, offset)
@@ -68,10 +56,7 @@ impl RecordFile {
     /// Streams through the whole file once, returning the first `prefix` bytes of every record
     /// (e.g. the label bytes of CIFAR records) in record order.
     pub fn record_prefixes(&self, prefix: usize) -> Result<Vec<u8>> {
-        let file = self
-            .file
-            .try_clone()
-            .with_context(|| format!("cannot reopen {}", self.path.display()))?;
+        let file = self.file.try_clone().with_context(|| format!("cannot reopen {}", self.path.display()))?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut buf = vec![0u8; self.record_len];
         let mut out = Vec::with_capacity(self.count * prefix);
@@ -113,20 +98,10 @@ pub fn read_names(path: &Path, expected: usize) -> Result<Option<Vec<String>>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let names: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
     if names.len() != expected {
-        bail!(
-            "{}: expected {expected} class names, found {}",
-            path.display(),
-            names.len()
-        );
+        bail!("{}: expected {expected} class names, found {}", path.display(), names.len());
     }
     Ok(Some(names))
 }

@@ -50,10 +50,7 @@ impl Stl10 {
         };
         let probe = format!("{}_X.bin", stems[0]);
         let Some(root) = find_dir(dir, &[STL10_ARCHIVE_DIR], &[probe.as_str()]) else {
-            bail!(
-                "{}: no STL-10 files found (looked for {probe} here and in {STL10_ARCHIVE_DIR}/)",
-                dir.display()
-            );
+            bail!("{}: no STL-10 files found (looked for {probe} here and in {STL10_ARCHIVE_DIR}/)", dir.display());
         };
         let mut parts = Vec::new();
         let mut starts = vec![0];
@@ -62,20 +59,13 @@ impl Stl10 {
             let labels = if *stem == "unlabeled" {
                 None
             } else {
-                Some(read_labels(
-                    &root.join(format!("{stem}_y.bin")),
-                    images.count(),
-                )?)
+                Some(read_labels(&root.join(format!("{stem}_y.bin")), images.count())?)
             };
             starts.push(starts[starts.len() - 1] + images.count());
             parts.push(Part { images, labels });
         }
         let class_names = read_names(&root.join("class_names.txt"), CLASSES)?;
-        Ok(Self {
-            parts,
-            starts,
-            class_names,
-        })
+        Ok(Self { parts, starts, class_names })
     }
 }
 
@@ -83,11 +73,7 @@ impl Stl10 {
 fn read_labels(path: &Path, count: usize) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if raw.len() != count {
-        bail!(
-            "{}: label count mismatch, {} labels for {count} images",
-            path.display(),
-            raw.len()
-        );
+        bail!("{}: label count mismatch, {} labels for {count} images", path.display(), raw.len());
     }
     raw.iter()
         .enumerate()
@@ -127,21 +113,13 @@ impl Dataset for Stl10 {
             }
         }
         Ok(Sample {
-            image: Image {
-                width: SIDE,
-                height: SIDE,
-                channels: 3,
-                data,
-            },
+            image: Image { width: SIDE, height: SIDE, channels: 3, data },
             label: part.labels.as_ref().map(|l| l[local] as usize),
         })
     }
 
     fn num_classes(&self) -> Option<usize> {
-        self.parts
-            .iter()
-            .any(|p| p.labels.is_some())
-            .then_some(CLASSES)
+        self.parts.iter().any(|p| p.labels.is_some()).then_some(CLASSES)
     }
 
     fn channels(&self) -> usize {

@@ -19,16 +19,14 @@ pub fn fixture_dir() -> PathBuf {
 /// Every `(json sidecar, safetensors path)` in `dir` whose JSON has `"kind": kind`, sorted.
 pub fn fixtures_of_kind(dir: &Path, kind: &str) -> Result<Vec<(serde_json::Value, PathBuf)>> {
     let mut out = Vec::new();
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("reading fixture folder {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading fixture folder {}", dir.display()))?;
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
     for p in paths {
         if p.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let text =
-            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
         if json.get("kind").and_then(|k| k.as_str()) == Some(kind) {
@@ -45,22 +43,13 @@ pub fn fixtures_of_kind(dir: &Path, kind: &str) -> Result<Vec<(serde_json::Value
 /// Reads every float32 tensor of a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("parsing {}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("parsing {}", path.display()))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
-            bail!(
-                "{}: tensor {name} is {:?}, expected F32",
-                path.display(),
-                view.dtype()
-            );
+            bail!("{}: tensor {name} is {:?}, expected F32", path.display(), view.dtype());
         }
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         out.insert(name, (view.shape().to_vec(), values));
     }
     Ok(out)
@@ -69,11 +58,7 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
 /// `max |a − b| / (max |b| + 1e-6)`.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    let num = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
+    let num = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     let den = b.iter().map(|y| y.abs()).fold(0.0f32, f32::max);
     num / (den + 1e-6)
 }
