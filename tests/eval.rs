@@ -166,7 +166,7 @@ fn report_json_and_pngs_are_written() {
     let curves = dir.path().join("curves.png");
     let series = vec![
         ("loss".to_string(), (0..50).map(|i| (i as f64, 4.0 / (1.0 + i as f64))).collect()),
-        ("lr".to_string(), (0..50).map(|i| (i as f64, 0.2 * (i as f64 / 49.0 * 3.14).cos())).collect()),
+        ("lr".to_string(), (0..50).map(|i| (i as f64, 0.2 * (i as f64 / 49.0 * std::f64::consts::PI).cos())).collect()),
         ("tau".to_string(), vec![(0.0, 0.996), (49.0, 1.0)]),
     ];
     plot_curves(&curves, "pretrain", "step", &series).unwrap();
