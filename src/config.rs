@@ -38,6 +38,11 @@ pub struct DataConfig {
     /// Image size of the views (0 = the preset's).
     #[serde(default)]
     pub image_size: usize,
+    /// Changes to the augmentation preset, as `key=value` on its fields, e.g.
+    /// `["view1.crop_scale=[0.2, 1.0]", "view2.solarize_p=0.1"]` (`byol presets` shows none;
+    /// the fields are those of `AugmentConfig`: mean, std, view1, view2, eval).
+    #[serde(default)]
+    pub augment_overrides: Vec<String>,
 }
 
 fn default_split() -> String {
@@ -225,7 +230,7 @@ impl PretrainConfig {
         if !(0.0..1.0).contains(&o.momentum) || o.weight_decay < 0.0 || o.eta <= 0.0 || o.warmup_epochs < 0.0 {
             bail!("optim: momentum must be in [0, 1), weight_decay ≥ 0, eta > 0, warmup_epochs ≥ 0");
         }
-        crate::augment::preset(&self.data.augment)?;
+        crate::pretrain::augment_config(self)?;
         crate::datasets::canonical_name(&self.data.dataset)?;
         self.data.split.parse::<crate::datasets::Split>()?;
         crate::backend::check_device_name(&self.run.device)?;

@@ -63,6 +63,14 @@ pub fn augment_config(cfg: &PretrainConfig) -> Result<crate::augment::AugmentCon
         aug.eval.crop = cfg.data.image_size;
         aug.eval.resize = cfg.data.image_size;
     }
+    if !cfg.data.augment_overrides.is_empty() {
+        let mut doc = toml::Value::try_from(&aug).context("augmentation preset")?;
+        crate::config::apply_overrides(&mut doc, &cfg.data.augment_overrides)?;
+        aug = doc
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("data.augment_overrides: {}", e.message()))?;
+    }
+    aug.validate().context("data.augment_overrides")?;
     Ok(aug)
 }
 
