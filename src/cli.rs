@@ -18,6 +18,15 @@ pub struct Cli {
 pub enum Command {
     /// Pretrain an encoder with BYOL.
     Pretrain(PretrainArgs),
+    /// Evaluate a frozen encoder (kNN, linear probe, logistic regression).
+    #[command(subcommand)]
+    Eval(crate::cli_eval::EvalCommand),
+    /// Fine-tune encoder + linear head on a class-balanced label subset (1% / 10%).
+    Finetune(crate::cli_eval::FinetuneArgs),
+    /// Write the representations of a data set or image folder (.npy or .safetensors).
+    Embed(crate::cli_eval::EmbedArgs),
+    /// Export weights with torchvision names to safetensors.
+    Export(crate::cli_eval::ExportArgs),
     /// Print a preset's configuration.
     Presets {
         /// Preset name (omit to list them).
@@ -42,6 +51,9 @@ pub struct PretrainArgs {
     /// Continue the run in this directory from its newest checkpoint.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+    /// Start from these encoder weights (same as `--set run.init_from=...`).
+    #[arg(long, value_name = "FILE")]
+    pub init_from: Option<PathBuf>,
 }
 
 /// Parses the command line and runs the command.
@@ -49,6 +61,10 @@ pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Pretrain(a) => pretrain(a),
+        Command::Eval(c) => crate::cli_eval::run_eval(c),
+        Command::Finetune(a) => crate::cli_eval::run_finetune(&a),
+        Command::Embed(a) => crate::cli_eval::run_embed(&a),
+        Command::Export(a) => crate::cli_eval::run_export(&a),
         Command::Presets { name } => {
             match name {
                 None => println!("{}", crate::config::PRESETS.join("\n")),
@@ -63,6 +79,9 @@ fn pretrain(a: PretrainArgs) -> Result<()> {
     let mut overrides = a.overrides.clone();
     if let Some(out) = &a.out {
         overrides.push(format!("run.out_dir={:?}", out.display().to_string()));
+    }
+    if let Some(f) = &a.init_from {
+        overrides.push(format!("run.init_from={:?}", f.display().to_string()));
     }
     let (cfg, resume) = match &a.resume {
         Some(dir) => {

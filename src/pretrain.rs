@@ -124,6 +124,13 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
         eprintln!("resuming from {} (step {step} of {total_steps})", path.display());
     } else {
         metrics.clear()?;
+        if !cfg.run.init_from.is_empty() {
+            let from = Path::new(&cfg.run.init_from);
+            crate::encoder_load::init_encoder_from(&mut model.online, "encoder.", &cfg.model.encoder, from)
+                .with_context(|| format!("run.init_from = {}", from.display()))?;
+            model.reset_target();
+            eprintln!("encoder initialised from {}", from.display());
+        }
     }
 
     let knn = crate::monitor::KnnMonitor::new(cfg, &aug, num_classes.is_some())?;
