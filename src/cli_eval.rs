@@ -168,9 +168,6 @@ pub struct FinetuneArgs {
     /// Training mini-batch size.
     #[arg(long, default_value_t = 64)]
     pub train_batch: usize,
-    /// Train on the evaluation transform instead of random crop + flip.
-    #[arg(long)]
-    pub no_augment: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Folder for finetune.json, the confusion PNG, label-subset.json and the weights.
