@@ -242,7 +242,11 @@ fn print_report(r: &crate::report::EvalReport, out: &std::path::Path, name: &str
         r.num_samples,
         r.num_classes
     );
-    println!("report: {}  confusion matrix: {}", out.join(format!("{name}.json")).display(), out.join(format!("{name}-confusion.png")).display());
+    println!(
+        "report: {}  confusion matrix: {}",
+        out.join(format!("{name}.json")).display(),
+        out.join(format!("{name}-confusion.png")).display()
+    );
 }
 
 /// `byol eval knn|linear`.

@@ -53,8 +53,7 @@ pub fn run_embed(a: &EmbedArgs) -> Result<EmbedOutcome> {
     };
     let aug = crate::eval_data::eval_augment(&name, a.augment.as_deref(), model.run_config.as_ref(), a.image_size)?;
     let bs = a.encoder.batch_size.max(1);
-    let feats =
-        crate::progress::extract_with_bar(&model.arch, &params, dataset.clone(), &aug, bs, &device, "embed")?;
+    let feats = crate::progress::extract_with_bar(&model.arch, &params, dataset.clone(), &aug, bs, &device, "embed")?;
     write_embeddings(&a.output, &feats, &arch_string(&model.arch))?;
     let index = a.index.clone().unwrap_or_else(|| default_index_path(&a.output));
     write_index(&index, &feats, files.as_deref())?;
@@ -70,7 +69,10 @@ pub fn write_embeddings(path: &Path, f: &Features, arch: &str) -> Result<()> {
         crate::npy::write_npy_f32(path, &f.values, f.len(), f.dim)
     } else {
         let t: HostTensors = [("embeddings".to_string(), (vec![f.len(), f.dim], f.values.clone()))].into();
-        let meta = HashMap::from([("format".to_string(), "byol-embeddings-1".to_string()), ("arch".to_string(), arch.to_string())]);
+        let meta = HashMap::from([
+            ("format".to_string(), "byol-embeddings-1".to_string()),
+            ("arch".to_string(), arch.to_string()),
+        ]);
         write_safetensors_with_metadata(path, &t, Some(meta))
     }
 }

@@ -75,9 +75,9 @@ pub fn arch_string(cfg: &ResNetConfig) -> String {
 
 /// Infers the architecture from torchvision-named encoder tensors.
 pub fn infer_arch(t: &HostTensors, source: &str) -> Result<ResNetConfig> {
-    let (shape, _) = t
-        .get("conv1.weight")
-        .with_context(|| format!("{source}: no conv1.weight, so this is not a ResNet encoder with torchvision names"))?;
+    let (shape, _) = t.get("conv1.weight").with_context(|| {
+        format!("{source}: no conv1.weight, so this is not a ResNet encoder with torchvision names")
+    })?;
     ensure!(shape.len() == 4, "{source}: conv1.weight has shape {shape:?}, expected 4 dimensions");
     let stem = match shape[2] {
         3 => Stem::Cifar,
@@ -85,9 +85,8 @@ pub fn infer_arch(t: &HostTensors, source: &str) -> Result<ResNetConfig> {
         k => bail!("{source}: conv1 has a {k}x{k} kernel; expected 3 (cifar stem) or 7 (imagenet stem)"),
     };
     let bottleneck = t.contains_key("layer1.0.conv3.weight");
-    let blocks: Vec<usize> = (1..=4)
-        .map(|s| (0..).take_while(|b| t.contains_key(&format!("layer{s}.{b}.conv1.weight"))).count())
-        .collect();
+    let blocks: Vec<usize> =
+        (1..=4).map(|s| (0..).take_while(|b| t.contains_key(&format!("layer{s}.{b}.conv1.weight"))).count()).collect();
     let depth = [18, 34, 50, 101, 152, 200]
         .into_iter()
         .find(|&d| {
@@ -103,7 +102,8 @@ pub fn infer_arch(t: &HostTensors, source: &str) -> Result<ResNetConfig> {
 /// The encoder architecture in a pretraining configuration's TOML text (`[model.encoder]`),
 /// read leniently so that a run made by another build (other devices, presets) still loads.
 pub fn arch_from_config_toml(text: &str, source: &str) -> Result<(ResNetConfig, Option<PretrainConfig>)> {
-    let doc: toml::Value = toml::from_str(text).map_err(|e| anyhow::anyhow!("{source}: not valid TOML: {}", e.message()))?;
+    let doc: toml::Value =
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{source}: not valid TOML: {}", e.message()))?;
     let enc = doc
         .get("model")
         .and_then(|m| m.get("encoder"))
@@ -125,13 +125,17 @@ fn strip(all: &HostTensors, prefix: &str) -> HostTensors {
 /// online and target networks are wanted (a run directory then uses its newest checkpoint).
 pub fn load_model(path: &Path, arch: Option<&str>, full: bool) -> Result<LoadedModel> {
     if !path.exists() {
-        bail!("checkpoint {} does not exist (give a run directory, a checkpoint file or an encoder .safetensors)", path.display());
+        bail!(
+            "checkpoint {} does not exist (give a run directory, a checkpoint file or an encoder .safetensors)",
+            path.display()
+        );
     }
     let mut run_arch = None;
     let file = if path.is_dir() {
         let cfg_path = path.join("config.toml");
-        let text = std::fs::read_to_string(&cfg_path)
-            .with_context(|| format!("{} is not a run directory: cannot read {}", path.display(), cfg_path.display()))?;
+        let text = std::fs::read_to_string(&cfg_path).with_context(|| {
+            format!("{} is not a run directory: cannot read {}", path.display(), cfg_path.display())
+        })?;
         run_arch = Some(arch_from_config_toml(&text, &cfg_path.display().to_string())?);
         let enc = path.join("encoder.safetensors");
         if enc.is_file() && !full {
@@ -159,7 +163,8 @@ pub fn load_model(path: &Path, arch: Option<&str>, full: bool) -> Result<LoadedM
     };
     let (encoder, online, target) = if format == "byol-checkpoint-1" {
         if cfg_arch.is_none() {
-            let text = meta.get("config").with_context(|| format!("{src}: checkpoint has no embedded configuration"))?;
+            let text =
+                meta.get("config").with_context(|| format!("{src}: checkpoint has no embedded configuration"))?;
             let (a, c) = arch_from_config_toml(text, &format!("{src} (embedded configuration)"))?;
             (cfg_arch, run_config) = (Some(a), c);
         }
@@ -187,7 +192,8 @@ pub fn load_model(path: &Path, arch: Option<&str>, full: bool) -> Result<LoadedM
         Some(spec) => parse_arch(spec)?,
         None => match cfg_arch {
             Some(a) => a,
-            None => infer_arch(&encoder, &src).context("give the architecture with --arch depth=…,width=…,stem=…,in_channels=…")?,
+            None => infer_arch(&encoder, &src)
+                .context("give the architecture with --arch depth=…,width=…,stem=…,in_channels=…")?,
         },
     };
     Ok(LoadedModel { arch, encoder, online, target, run_config, source: file })
@@ -199,7 +205,11 @@ impl LoadedModel {
     pub fn encoder_params(&self, device: &Device) -> Result<ParamSet> {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let mut ps = resnet::init(&self.arch, &mut rng, &device.clone().inner())?;
-        load_encoder_tensors(&mut ps, &self.encoder, &format!("{} (architecture {})", self.source.display(), arch_string(&self.arch)))?;
+        load_encoder_tensors(
+            &mut ps,
+            &self.encoder,
+            &format!("{} (architecture {})", self.source.display(), arch_string(&self.arch)),
+        )?;
         Ok(ps.to_device(device))
     }
 }

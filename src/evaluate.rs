@@ -92,8 +92,19 @@ pub fn write_report(report: &EvalReport, out: &Path, name: &str) -> Result<(Path
 pub fn run_knn(a: &KnnArgs) -> Result<EvalReport> {
     let f = split_features(&a.encoder, &a.data)?;
     let cfg = KnnConfig { k: a.k, temperature: a.temperature, ..Default::default() };
-    let r = knn_evaluate(&f.train.values, &f.train_labels, &f.test.values, &f.test_labels, f.train.dim, f.num_classes, &cfg)?;
-    let params = merge(base_params(&f, &a.encoder, &a.data), json!({"k": a.k, "k_used": r.k_used, "temperature": a.temperature}));
+    let r = knn_evaluate(
+        &f.train.values,
+        &f.train_labels,
+        &f.test.values,
+        &f.test_labels,
+        f.train.dim,
+        f.num_classes,
+        &cfg,
+    )?;
+    let params = merge(
+        base_params(&f, &a.encoder, &a.data),
+        json!({"k": a.k, "k_used": r.k_used, "temperature": a.temperature}),
+    );
     let report = EvalReport::from_scores("knn", &r.scores, &f.test_labels, &f.class_names, params)?;
     write_report(&report, &a.out, "knn")?;
     Ok(report)
@@ -121,11 +132,17 @@ pub fn run_linear(a: &LinearArgs) -> Result<EvalReport> {
             ("linear", r.scores, merge(base, p))
         }
         LinearMethod::Logreg => {
-            let mut cfg = LogRegConfig { holdout_fraction: a.holdout, standardize: a.standardize, seed: a.seed, ..Default::default() };
+            let mut cfg = LogRegConfig {
+                holdout_fraction: a.holdout,
+                standardize: a.standardize,
+                seed: a.seed,
+                ..Default::default()
+            };
             if !a.lambda.is_empty() {
                 cfg.lambdas = a.lambda.clone();
             }
-            let r = logistic_regression(&f.train.values, &f.train_labels, &f.test.values, &f.test_labels, dim, c, &cfg)?;
+            let r =
+                logistic_regression(&f.train.values, &f.train_labels, &f.test.values, &f.test_labels, dim, c, &cfg)?;
             let p = json!({"method": "logreg-lbfgs", "config": cfg, "best_lambda": r.best_lambda, "sweep": r.sweep});
             ("logreg", r.scores, merge(base, p))
         }

@@ -40,9 +40,7 @@ pub struct FinetuneOutcome {
 
 /// Labels of every sample of a labelled data set, in index order.
 pub fn all_labels(ds: &dyn Dataset, what: &str) -> Result<Vec<usize>> {
-    (0..ds.len())
-        .map(|i| ds.get(i)?.label.with_context(|| format!("{what}: sample {i} has no label")))
-        .collect()
+    (0..ds.len()).map(|i| ds.get(i)?.label.with_context(|| format!("{what}: sample {i} has no label"))).collect()
 }
 
 /// Runs `byol finetune`.
@@ -69,7 +67,12 @@ pub fn run_finetune(a: &FinetuneArgs) -> Result<FinetuneOutcome> {
     let n = train_ds.len();
     eprintln!("fine-tuning on {n} labelled images ({} of {}), {} epochs", subset.fraction, train_all.len(), a.epochs);
 
-    let aug = crate::eval_data::eval_augment(&a.data.dataset, a.data.augment.as_deref(), model.run_config.as_ref(), a.data.image_size)?;
+    let aug = crate::eval_data::eval_augment(
+        &a.data.dataset,
+        a.data.augment.as_deref(),
+        model.run_config.as_ref(),
+        a.data.image_size,
+    )?;
     let batch = a.train_batch.min(n);
     let loader = PairLoader::new(
         train_ds,

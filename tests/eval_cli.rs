@@ -45,7 +45,8 @@ fn image_folder(root: &Path, per_class: usize) {
             let dir = root.join(split).join(class);
             std::fs::create_dir_all(&dir).unwrap();
             for i in 0..per_class {
-                let img = image::GrayImage::from_fn(8, 8, |_, _| image::Luma([base.saturating_add(rng.gen_range(0..30))]));
+                let img =
+                    image::GrayImage::from_fn(8, 8, |_, _| image::Luma([base.saturating_add(rng.gen_range(0..30))]));
                 img.save(dir.join(format!("img{i:02}.png"))).unwrap();
             }
         }
@@ -101,13 +102,26 @@ fn export_import_round_trip_is_lossless() {
     let cfg = PretrainConfig::load(
         Some("fashion-mnist"),
         None,
-        &["model.encoder.width=2".into(), "model.projector.hidden=8".into(), "model.projector.out=4".into(),
-          "model.predictor.hidden=8".into(), "model.predictor.out=4".into()],
+        &[
+            "model.encoder.width=2".into(),
+            "model.projector.hidden=8".into(),
+            "model.projector.out=4".into(),
+            "model.predictor.hidden=8".into(),
+            "model.predictor.out=4".into(),
+        ],
     )
     .unwrap();
     let mut model = Byol::new(cfg.model.clone(), 3, &Device::flex()).unwrap();
     byol::ema::update(&mut model.target, &encoder_like(&model.online), 0.5);
-    let ck = Checkpoint::capture(5, &model.online, &model.target, Default::default(), &ParamSet::new(), Default::default(), cfg.to_toml());
+    let ck = Checkpoint::capture(
+        5,
+        &model.online,
+        &model.target,
+        Default::default(),
+        &ParamSet::new(),
+        Default::default(),
+        cfg.to_toml(),
+    );
     let ck_path = ck.save(tmp.path(), 1).unwrap();
     let m = load_model(&ck_path, None, true).unwrap();
     assert_eq!(m.arch, cfg.model.encoder);
@@ -214,7 +228,8 @@ fn knn_report_on_separable_folder() {
     let enc_path = tmp.path().join("enc.safetensors");
     encoder(2, 5).save_safetensors(&enc_path, "").unwrap();
     let out = tmp.path().join("knn");
-    let args = KnnArgs { encoder: enc_args(&enc_path), data: data_args(&root), k: 3, temperature: 0.1, out: out.clone() };
+    let args =
+        KnnArgs { encoder: enc_args(&enc_path), data: data_args(&root), k: 3, temperature: 0.1, out: out.clone() };
     let r = byol::evaluate::run_knn(&args).unwrap();
     assert_eq!(r.num_samples, 12);
     assert_eq!(r.class_names, vec!["bright".to_string(), "dark".to_string()]);
@@ -271,7 +286,8 @@ fn cli_errors_name_the_file_and_exit_nonzero() {
     // A run directory without weights.
     let run = tmp.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
-    std::fs::write(run.join("config.toml"), PretrainConfig::load(Some("fashion-mnist"), None, &[]).unwrap().to_toml()).unwrap();
+    std::fs::write(run.join("config.toml"), PretrainConfig::load(Some("fashion-mnist"), None, &[]).unwrap().to_toml())
+        .unwrap();
     let o = bin().args(["export", "--checkpoint"]).arg(&run).args(["--output", "x.safetensors"]).output().unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
