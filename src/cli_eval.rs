@@ -141,6 +141,10 @@ pub struct LinearArgs {
     /// Standardise features with the training mean/std.
     #[arg(long)]
     pub standardize: bool,
+    /// SGD only: train on features of a new random crop + flip of every training image each
+    /// epoch (the paper's protocol; one encoder pass over the train split per epoch).
+    #[arg(long)]
+    pub crop_flip: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Folder for linear.json / logreg.json and the confusion PNG.

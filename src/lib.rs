@@ -27,6 +27,7 @@ pub mod knn;
 pub mod label_subset;
 pub mod lars;
 pub mod layers;
+pub mod linear_augmented;
 pub mod linear_probe;
 pub mod loader;
 pub mod logreg;

@@ -8,7 +8,7 @@ use std::process::Command;
 use burn::tensor::Device;
 use byol::byol::{Byol, ByolConfig};
 use byol::checkpoint::Checkpoint;
-use byol::cli_eval::{DataArgs, EncoderArgs, ExportWhat, FinetuneArgs, KnnArgs};
+use byol::cli_eval::{DataArgs, EncoderArgs, ExportWhat, FinetuneArgs, KnnArgs, LinearArgs, LinearMethod};
 use byol::config::PretrainConfig;
 use byol::encoder_load::{arch_string, init_encoder_from, load_model};
 use byol::heads::MlpConfig;
@@ -292,4 +292,39 @@ fn cli_errors_name_the_file_and_exit_nonzero() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("checkpoints") && err.contains("no encoder.safetensors"), "{err}");
+}
+
+#[test]
+fn linear_probe_with_crop_flip_and_logreg_separate_the_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    image_folder(&root, 8);
+    let enc_path = tmp.path().join("enc.safetensors");
+    // Fresh BatchNorm statistics: the randomised ones of `encoder` can silence every ReLU.
+    let plain = resnet::init(&arch(4), &mut ChaCha8Rng::seed_from_u64(9), &Device::flex()).unwrap();
+    plain.save_safetensors(&enc_path, "").unwrap();
+    let mut args = LinearArgs {
+        encoder: enc_args(&enc_path),
+        data: data_args(&root),
+        method: LinearMethod::Sgd,
+        epochs: 6,
+        probe_batch: 4,
+        lr: vec![0.1],
+        lambda: vec![],
+        holdout: 0.25,
+        standardize: true,
+        crop_flip: true,
+        seed: 1,
+        out: tmp.path().join("lin"),
+    };
+    let r = byol::evaluate::run_linear(&args).unwrap();
+    assert!(r.top1 >= 0.9, "crop+flip linear top-1 {}", r.top1);
+    assert!(r.params["augmentation"].as_str().unwrap().contains("crop"));
+    assert!(tmp.path().join("lin/linear.json").is_file());
+    args.method = LinearMethod::Logreg;
+    args.lambda = vec![1e-4, 1e-2];
+    let r = byol::evaluate::run_linear(&args).unwrap();
+    assert_eq!(r.method, "logreg");
+    assert!(r.top1 >= 0.9, "logreg top-1 {}", r.top1);
+    assert!(tmp.path().join("lin/logreg-confusion.png").is_file());
 }
