@@ -23,6 +23,15 @@ pub enum Command {
     Data(DataCommand),
     /// Time the full BYOL training step (ms/step, images/s).
     Bench(BenchArgs),
+    /// Evaluate a frozen encoder (kNN, linear probe, logistic regression).
+    #[command(subcommand)]
+    Eval(crate::cli_eval::EvalCommand),
+    /// Fine-tune encoder + linear head on a class-balanced label subset (1% / 10%).
+    Finetune(crate::cli_eval::FinetuneArgs),
+    /// Write the representations of a data set or image folder (.npy or .safetensors).
+    Embed(crate::cli_eval::EmbedArgs),
+    /// Export weights with torchvision names to safetensors.
+    Export(crate::cli_eval::ExportArgs),
     /// Print a preset's configuration.
     Presets {
         /// Preset name (omit to list them).
@@ -107,6 +116,9 @@ pub struct PretrainArgs {
     /// Continue the run in this directory from its newest checkpoint.
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+    /// Start from these encoder weights (same as `--set run.init_from=...`).
+    #[arg(long, value_name = "FILE")]
+    pub init_from: Option<PathBuf>,
 }
 
 /// Parses the command line and runs the command.
@@ -116,6 +128,10 @@ pub fn run() -> Result<()> {
         Command::Pretrain(a) => pretrain(a),
         Command::Bench(a) => bench(a),
         Command::Data(c) => data(c),
+        Command::Eval(c) => crate::cli_eval::run_eval(c),
+        Command::Finetune(a) => crate::cli_eval::run_finetune(&a),
+        Command::Embed(a) => crate::cli_eval::run_embed(&a),
+        Command::Export(a) => crate::cli_eval::run_export(&a),
         Command::Presets { name } => {
             match name {
                 None => println!("{}", crate::config::PRESETS.join("\n")),
@@ -130,6 +146,9 @@ fn pretrain(a: PretrainArgs) -> Result<()> {
     let mut overrides = a.overrides.clone();
     if let Some(out) = &a.out {
         overrides.push(format!("run.out_dir={:?}", out.display().to_string()));
+    }
+    if let Some(f) = &a.init_from {
+        overrides.push(format!("run.init_from={:?}", f.display().to_string()));
     }
     let (cfg, resume) = match &a.resume {
         Some(dir) => {

@@ -126,6 +126,10 @@ pub struct RunConfig {
     /// Backend device: flex (CPU), vulkan, cuda.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Encoder weights loaded into the online and target networks before training (run
+    /// directory, checkpoint, `byol export` file or torchvision state dict; `fc.*` ignored).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub init_from: String,
 }
 
 fn default_keep() -> usize {

@@ -66,9 +66,8 @@ pub fn augment_config(cfg: &PretrainConfig) -> Result<crate::augment::AugmentCon
     if !cfg.data.augment_overrides.is_empty() {
         let mut doc = toml::Value::try_from(&aug).context("augmentation preset")?;
         crate::config::apply_overrides(&mut doc, &cfg.data.augment_overrides)?;
-        aug = doc
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("data.augment_overrides: {}", e.message()))?;
+        aug =
+            doc.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("data.augment_overrides: {}", e.message()))?;
     }
     aug.validate().context("data.augment_overrides")?;
     Ok(aug)
@@ -132,6 +131,13 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
         eprintln!("resuming from {} (step {step} of {total_steps})", path.display());
     } else {
         metrics.clear()?;
+        if !cfg.run.init_from.is_empty() {
+            let from = Path::new(&cfg.run.init_from);
+            crate::encoder_load::init_encoder_from(&mut model.online, "encoder.", &cfg.model.encoder, from)
+                .with_context(|| format!("run.init_from = {}", from.display()))?;
+            model.reset_target();
+            eprintln!("encoder initialised from {}", from.display());
+        }
     }
 
     let knn = crate::monitor::KnnMonitor::new(cfg, &aug, num_classes.is_some())?;
