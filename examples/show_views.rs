@@ -1,6 +1,5 @@
 //! Writes a PNG strip of Fashion-MNIST samples: eval image, view T, view T′ (denormalised),
 //! to check the augmentation pipeline by eye. Usage: show_views OUT.png
-use byol::image::Dataset;
 fn main() {
     let out = std::env::args().nth(1).unwrap_or("views.png".into());
     let dir = byol::datasets::find_fashion_mnist().expect("fashion-mnist");
