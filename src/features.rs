@@ -119,6 +119,24 @@ pub fn holdout_split(n: usize, fraction: f64, seed: u64) -> Result<(Vec<usize>, 
     Ok((fit, val))
 }
 
+/// Checks a labelled train/test pair of feature matrices (`what` names them in errors);
+/// returns (train rows, test rows).
+pub fn check_train_test(
+    what: &str,
+    train: &[f32],
+    train_labels: &[usize],
+    test: &[f32],
+    test_labels: &[usize],
+    dim: usize,
+    num_classes: usize,
+) -> Result<(usize, usize)> {
+    let n = check_matrix(&format!("{what} train features"), train, dim)?;
+    check_labels(&format!("{what} train labels"), train_labels, n, num_classes)?;
+    let n_test = check_matrix(&format!("{what} test features"), test, dim)?;
+    check_labels(&format!("{what} test labels"), test_labels, n_test, num_classes)?;
+    Ok((n, n_test))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

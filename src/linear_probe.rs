@@ -7,7 +7,7 @@
 //! This works on precomputed features (center crops); the paper's per-epoch crop+flip
 //! augmentation of the inputs needs the encoder and is left to the caller.
 
-use crate::features::{check_labels, check_matrix, gather_rows, holdout_split, Standardizer};
+use crate::features::{check_labels, check_matrix, check_train_test, gather_rows, holdout_split, Standardizer};
 use crate::scores::ClassScores;
 use crate::softmax::{loss_and_grad, LinearModel};
 use anyhow::{ensure, Context, Result};
@@ -142,10 +142,7 @@ pub fn linear_probe(
     num_classes: usize,
     cfg: &LinearProbeConfig,
 ) -> Result<LinearProbeOutcome> {
-    let n = check_matrix("linear-probe train features", train, dim)?;
-    check_labels("linear-probe train labels", train_labels, n, num_classes)?;
-    let n_test = check_matrix("linear-probe test features", test, dim)?;
-    check_labels("linear-probe test labels", test_labels, n_test, num_classes)?;
+    let (n, _) = check_train_test("linear-probe", train, train_labels, test, test_labels, dim, num_classes)?;
     ensure!(!cfg.lr_candidates.is_empty(), "linear probe: no learning rate to try");
     let mut sweep = Vec::new();
     let best_lr = if cfg.lr_candidates.len() == 1 {

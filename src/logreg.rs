@@ -5,7 +5,7 @@
 //! held-out slice and scoring top-1 on that slice; the final model is refit on the whole
 //! training set with the chosen λ.
 
-use crate::features::{check_labels, check_matrix, gather_rows, holdout_split, Standardizer};
+use crate::features::{check_labels, check_matrix, check_train_test, gather_rows, holdout_split, Standardizer};
 use crate::linear_probe::pick;
 use crate::scores::ClassScores;
 use crate::softmax::{loss_and_grad, LinearModel};
@@ -178,10 +178,7 @@ pub fn logistic_regression(
     num_classes: usize,
     cfg: &LogRegConfig,
 ) -> Result<LogRegOutcome> {
-    let n = check_matrix("logistic-regression train features", train, dim)?;
-    check_labels("logistic-regression train labels", train_labels, n, num_classes)?;
-    let n_test = check_matrix("logistic-regression test features", test, dim)?;
-    check_labels("logistic-regression test labels", test_labels, n_test, num_classes)?;
+    let (n, _) = check_train_test("logistic-regression", train, train_labels, test, test_labels, dim, num_classes)?;
     ensure!(!cfg.lambdas.is_empty(), "logistic regression: no λ to try");
     let mut sweep = Vec::new();
     let best_lambda = if cfg.lambdas.len() == 1 {
