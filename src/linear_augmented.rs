@@ -13,13 +13,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::augment::AugmentConfig;
-use crate::features::{gather_rows, Standardizer};
+use crate::features::Standardizer;
 use crate::image::Dataset;
-use crate::linear_probe::LinearProbeConfig;
+use crate::linear_probe::{sgd_epoch, LinearProbeConfig, SgdState};
 use crate::loader::{LoaderConfig, PairLoader};
 use crate::params::{to_vec, ParamSet};
 use crate::resnet::{self, ResNetConfig};
-use crate::softmax::{loss_and_grad, LinearModel};
+use crate::softmax::LinearModel;
 
 /// Features of one augmented pass over `dataset` (view 1 of `augment`, epoch `epoch`), in
 /// data set order, with the labels.
@@ -74,10 +74,8 @@ pub fn train_linear_augmented(
     ensure!(n > 0, "linear probe: the training set is empty");
     let dim = arch.out_dim();
     let mut model = LinearModel::zeros(dim, num_classes, None);
-    let (mut vel_w, mut vel_b) = (vec![0f32; dim * num_classes], vec![0f32; num_classes]);
+    let mut sgd = SgdState::new(&model, n, cfg);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let total = (cfg.epochs * n.div_ceil(cfg.batch_size)) as f64;
-    let mut step = 0usize;
     let mut order: Vec<usize> = (0..n).collect();
     for epoch in 0..cfg.epochs {
         let (mut x, labels) =
@@ -91,31 +89,8 @@ pub fn train_linear_augmented(
             }
         }
         order.shuffle(&mut rng);
-        let mut epoch_loss = 0.0;
-        for batch in order.chunks(cfg.batch_size) {
-            let xb = gather_rows(&x, dim, batch);
-            let yb: Vec<usize> = batch.iter().map(|&i| labels[i]).collect();
-            let mut lg = loss_and_grad(&xb, &yb, &model, 1)?;
-            epoch_loss += lg.loss * batch.len() as f64;
-            let lr_t = (lr as f64 * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total).cos())) as f32;
-            if cfg.weight_decay != 0.0 {
-                lg.grad_weight.iter_mut().zip(&model.weight).for_each(|(g, w)| *g += cfg.weight_decay * w);
-            }
-            nesterov(&mut model.weight, &mut vel_w, &lg.grad_weight, lr_t, cfg.momentum);
-            nesterov(&mut model.bias, &mut vel_b, &lg.grad_bias, lr_t, cfg.momentum);
-            step += 1;
-        }
-        let mean = epoch_loss / n as f64;
-        ensure!(mean.is_finite(), "linear probe diverged (non-finite loss) with learning rate {lr}");
+        let mean = sgd_epoch(&x, &labels, &order, &mut model, &mut sgd, lr, cfg)?;
         progress(epoch + 1, mean);
     }
     Ok(model)
-}
-
-/// PyTorch's Nesterov SGD: v ← μv + g; p ← p − lr·(g + μv).
-fn nesterov(param: &mut [f32], vel: &mut [f32], grad: &[f32], lr: f32, mu: f32) {
-    for ((p, v), g) in param.iter_mut().zip(vel.iter_mut()).zip(grad) {
-        *v = mu * *v + g;
-        *p -= lr * (g + mu * *v);
-    }
 }

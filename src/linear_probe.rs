@@ -92,43 +92,73 @@ pub fn train_linear(
         None => train.to_vec(),
     };
     let mut model = LinearModel::zeros(dim, num_classes, standardizer);
-    let mut vel_w = vec![0.0f32; model.weight.len()];
-    let mut vel_b = vec![0.0f32; num_classes];
+    let mut sgd = SgdState::new(&model, n, cfg);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut order: Vec<usize> = (0..n).collect();
-    let steps_per_epoch = n.div_ceil(cfg.batch_size);
-    let total = (cfg.epochs * steps_per_epoch) as f64;
-    let mu = cfg.momentum;
-    let mut step = 0usize;
     let mut last_epoch_loss = 0.0;
     for _ in 0..cfg.epochs {
         order.shuffle(&mut rng);
-        let mut epoch_loss = 0.0;
-        for batch in order.chunks(cfg.batch_size) {
-            let xb = gather_rows(&x, dim, batch);
-            let yb: Vec<usize> = batch.iter().map(|&i| labels[i]).collect();
-            let mut lg = loss_and_grad(&xb, &yb, &model, 1)?;
-            epoch_loss += lg.loss * batch.len() as f64;
-            let lr_t = (lr as f64 * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total).cos())) as f32;
-            if cfg.weight_decay != 0.0 {
-                lg.grad_weight.iter_mut().zip(&model.weight).for_each(|(g, w)| *g += cfg.weight_decay * w);
-            }
-            nesterov(&mut model.weight, &mut vel_w, &lg.grad_weight, lr_t, mu);
-            nesterov(&mut model.bias, &mut vel_b, &lg.grad_bias, lr_t, mu);
-            step += 1;
-        }
-        last_epoch_loss = epoch_loss / n as f64;
-        ensure!(last_epoch_loss.is_finite(), "linear probe diverged (non-finite loss) with learning rate {lr}");
+        last_epoch_loss = sgd_epoch(&x, labels, &order, &mut model, &mut sgd, lr, cfg)?;
     }
     Ok((model, last_epoch_loss))
 }
 
-/// SGD with Nesterov momentum, PyTorch convention: v ← μv + g; p ← p − lr·(g + μv).
-fn nesterov(param: &mut [f32], vel: &mut [f32], grad: &[f32], lr: f32, mu: f32) {
-    for ((p, v), g) in param.iter_mut().zip(vel.iter_mut()).zip(grad) {
-        *v = mu * *v + g;
-        *p -= lr * (g + mu * *v);
+/// Momentum buffers and step count of the probe's mini-batch SGD (cosine lr over all steps).
+pub struct SgdState {
+    vel_w: Vec<f32>,
+    vel_b: Vec<f32>,
+    step: usize,
+    total: f64,
+}
+
+impl SgdState {
+    /// Fresh state for `cfg.epochs` epochs over `n` samples.
+    pub fn new(model: &LinearModel, n: usize, cfg: &LinearProbeConfig) -> Self {
+        Self {
+            vel_w: vec![0.0; model.weight.len()],
+            vel_b: vec![0.0; model.bias.len()],
+            step: 0,
+            total: (cfg.epochs * n.div_ceil(cfg.batch_size)) as f64,
+        }
     }
+}
+
+/// One epoch of mini-batch softmax regression in `order`: SGD with Nesterov momentum (PyTorch
+/// convention v ← μv + g; p ← p − lr·(g + μv)), cosine lr per step, optional weight decay.
+/// `x` is already standardised. Returns the mean loss; a non-finite loss is an error.
+pub fn sgd_epoch(
+    x: &[f32],
+    labels: &[usize],
+    order: &[usize],
+    model: &mut LinearModel,
+    sgd: &mut SgdState,
+    lr: f32,
+    cfg: &LinearProbeConfig,
+) -> Result<f64> {
+    let mu = cfg.momentum;
+    let mut epoch_loss = 0.0;
+    for batch in order.chunks(cfg.batch_size) {
+        let xb = gather_rows(x, model.dim, batch);
+        let yb: Vec<usize> = batch.iter().map(|&i| labels[i]).collect();
+        let mut lg = loss_and_grad(&xb, &yb, model, 1)?;
+        epoch_loss += lg.loss * batch.len() as f64;
+        let lr_t = (lr as f64 * 0.5 * (1.0 + (std::f64::consts::PI * sgd.step as f64 / sgd.total).cos())) as f32;
+        if cfg.weight_decay != 0.0 {
+            lg.grad_weight.iter_mut().zip(&model.weight).for_each(|(g, w)| *g += cfg.weight_decay * w);
+        }
+        for (param, vel, grad) in
+            [(&mut model.weight, &mut sgd.vel_w, &lg.grad_weight), (&mut model.bias, &mut sgd.vel_b, &lg.grad_bias)]
+        {
+            for ((p, v), g) in param.iter_mut().zip(vel.iter_mut()).zip(grad) {
+                *v = mu * *v + g;
+                *p -= lr_t * (g + mu * *v);
+            }
+        }
+        sgd.step += 1;
+    }
+    let mean = epoch_loss / order.len() as f64;
+    ensure!(mean.is_finite(), "linear probe diverged (non-finite loss) with learning rate {lr}");
+    Ok(mean)
 }
 
 /// Full linear evaluation: learning-rate sweep on a held-out slice of `train`, retraining on all
