@@ -184,8 +184,9 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
                 loss += out.loss / cfg.optim.accumulate as f32;
                 z_std += out.z_std / cfg.optim.accumulate as f32;
                 grads.accumulate(out.grads);
-                if probe_on {
-                    let labels: Vec<usize> = b.labels.iter().map(|l| l.unwrap_or(0)).collect();
+                // Batches with unlabelled images (e.g. STL-10 train+unlabeled) do not train the probe.
+                let labels: Option<Vec<usize>> = b.labels.iter().copied().collect();
+                if let (true, Some(labels)) = (probe_on, labels) {
                     let (_, c) = probe.step(out.y1, &labels);
                     probe_correct += c;
                     probe_seen += labels.len();
