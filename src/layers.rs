@@ -7,8 +7,7 @@
 //! module, the mode is explicit, so the BYOL target (paper §3.1: target BN in training mode) runs
 //! batch statistics even though it lives on the non-autodiff backend.
 
-use burn::tensor::module::{batch_norm, batch_norm_train, conv2d};
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::{batch_norm, batch_norm_train};
 use burn::tensor::{Device, Tensor};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -75,7 +74,7 @@ pub fn add_linear(
 /// Bias-free 2-D convolution with symmetric padding.
 pub fn conv(ps: &ParamSet, name: &str, x: Tensor<4>, stride: usize, padding: usize) -> Tensor<4> {
     let w = ps.tensor::<4>(&format!("{name}.weight"));
-    conv2d(x, w, None, ConvOptions::new([stride, stride], [padding, padding], [1, 1], 1))
+    crate::conv_op::conv2d(x, w, stride, padding)
 }
 
 /// Linear layer `x·Wᵀ + b` with the PyTorch weight layout `[out, in]`.

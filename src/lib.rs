@@ -8,6 +8,8 @@ pub mod checkpoint;
 pub mod cli;
 pub mod cli_eval;
 pub mod config;
+pub mod conv;
+pub mod conv_op;
 pub mod datasets;
 pub mod dense;
 pub mod download;

@@ -1,0 +1,291 @@
+//! CPU convolution kernels (f32, NCHW) for the flex backend: im2col + GEMM (the `gemm` crate),
+//! forward, input gradient and weight gradient, parallel over the images of the batch.
+//!
+//! burn-flex 0.22.1's own `conv2d` reaches 4–20 GFLOP/s on the small-channel layers of a CIFAR
+//! ResNet on this project's 2-core machine (BENCHMARKS.md); ResNet convolutions are dense 3×3/1×1
+//! kernels over few channels, where one GEMM per image `W[O, C·k·k] · cols[C·k·k, OH·OW]` runs
+//! several times faster. The arithmetic is the textbook one (PyTorch's `slow_conv2d` does the
+//! same on CPU); results agree with burn's convolution to float32 rounding
+//! (tests/conv_kernels.rs).
+//!
+//! Determinism: every output element is produced by one fixed sequence of operations, independent
+//! of the number of threads — the weight gradient sums images in fixed chunks, then the chunks in
+//! order — so training runs are bit-reproducible (bit-exact resume relies on it).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+
+/// Kernel calls so far (forward, input gradient, weight gradient), for tests that check which
+/// convolution path a graph took.
+static CALLS: [AtomicUsize; 3] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
+
+/// Calls so far of [`forward`], [`backward_input`] and [`backward_weight`], in this process.
+pub fn calls() -> [usize; 3] {
+    [0, 1, 2].map(|i| CALLS[i].load(Ordering::Relaxed))
+}
+
+/// Shapes of one 2-D convolution (square kernel, symmetric padding, no dilation, one group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+/// Images per weight-gradient partial sum (fixed, so the summation order never depends on threads).
+const WGRAD_CHUNK: usize = 8;
+
+impl ConvGeom {
+    /// Geometry of `x [n, c, h, w] ⊛ weight [o, c, k, k]`; `None` when the output would be empty.
+    pub fn new(x: [usize; 4], weight: [usize; 4], stride: usize, pad: usize) -> Option<Self> {
+        let [n, c, h, w] = x;
+        let [o, wc, k, k2] = weight;
+        if wc != c || k != k2 || stride == 0 || k == 0 || h + 2 * pad < k || w + 2 * pad < k {
+            return None;
+        }
+        let oh = (h + 2 * pad - k) / stride + 1;
+        let ow = (w + 2 * pad - k) / stride + 1;
+        Some(Self { n, c, h, w, o, k, stride, pad, oh, ow })
+    }
+    /// Rows of the column matrix: C·k·k.
+    pub fn rows(&self) -> usize {
+        self.c * self.k * self.k
+    }
+    /// Output pixels per image: OH·OW.
+    pub fn pixels(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// A 1×1, stride-1, unpadded convolution reads the image itself as its column matrix.
+    fn pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.pad == 0
+    }
+    fn in_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    fn out_len(&self) -> usize {
+        self.o * self.pixels()
+    }
+    /// Multiply-adds of the forward pass (the input and weight gradients cost the same each).
+    pub fn macs(&self) -> usize {
+        self.n * self.out_len() * self.rows()
+    }
+
+    /// Output columns `ox` of one kernel tap `kj` that read inside the image: `lo..hi`.
+    fn valid_x(&self, kj: usize) -> (usize, usize) {
+        valid_range(self.ow, self.w, self.stride, self.pad, kj)
+    }
+}
+
+/// Output positions `o` with `0 <= o·stride + tap − pad < len`.
+fn valid_range(out: usize, len: usize, stride: usize, pad: usize, tap: usize) -> (usize, usize) {
+    let lo = if tap >= pad { 0 } else { (pad - tap).div_ceil(stride) };
+    // o·stride + tap − pad ≤ len − 1  ⇔  o ≤ (len − 1 + pad − tap) / stride
+    let hi = if len + pad > tap { ((len - 1 + pad - tap) / stride + 1).min(out) } else { 0 };
+    (lo.min(hi), hi)
+}
+
+/// Unfolds one image `[c, h, w]` into `cols [c·k·k, oh·ow]` (zeros where the kernel reads padding).
+fn im2col(g: &ConvGeom, img: &[f32], cols: &mut [f32]) {
+    let p = g.pixels();
+    for ci in 0..g.c {
+        let plane = &img[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for ki in 0..g.k {
+            let (ylo, yhi) = valid_range(g.oh, g.h, g.stride, g.pad, ki);
+            for kj in 0..g.k {
+                let row = &mut cols[((ci * g.k + ki) * g.k + kj) * p..][..p];
+                let (xlo, xhi) = g.valid_x(kj);
+                for oy in 0..g.oh {
+                    let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
+                    if oy < ylo || oy >= yhi || xlo >= xhi {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let iy = oy * g.stride + ki - g.pad;
+                    let src = &plane[iy * g.w..(iy + 1) * g.w];
+                    dst[..xlo].fill(0.0);
+                    dst[xhi..].fill(0.0);
+                    let ix0 = xlo * g.stride + kj - g.pad;
+                    if g.stride == 1 {
+                        dst[xlo..xhi].copy_from_slice(&src[ix0..ix0 + (xhi - xlo)]);
+                    } else {
+                        for (d, s) in dst[xlo..xhi].iter_mut().zip(src[ix0..].iter().step_by(g.stride)) {
+                            *d = *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `cols [c·k·k, oh·ow]` back onto one image gradient `[c, h, w]` (the adjoint of [`im2col`]).
+fn col2im(g: &ConvGeom, cols: &[f32], img: &mut [f32]) {
+    let p = g.pixels();
+    img.fill(0.0);
+    for ci in 0..g.c {
+        let plane = &mut img[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for ki in 0..g.k {
+            let (ylo, yhi) = valid_range(g.oh, g.h, g.stride, g.pad, ki);
+            for kj in 0..g.k {
+                let row = &cols[((ci * g.k + ki) * g.k + kj) * p..][..p];
+                let (xlo, xhi) = g.valid_x(kj);
+                if xlo >= xhi {
+                    continue;
+                }
+                for oy in ylo..yhi {
+                    let src = &row[oy * g.ow + xlo..oy * g.ow + xhi];
+                    let iy = oy * g.stride + ki - g.pad;
+                    let ix0 = xlo * g.stride + kj - g.pad;
+                    let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
+                    if g.stride == 1 {
+                        for (d, s) in dst[ix0..ix0 + src.len()].iter_mut().zip(src) {
+                            *d += *s;
+                        }
+                    } else {
+                        for (d, s) in dst[ix0..].iter_mut().step_by(g.stride).zip(src) {
+                            *d += *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Row-major matrix view: `rows × cols` with element (i, j) at `i·rs + j·cs`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+/// `dst[m×n] (row-major, contiguous) = acc·dst + a[m×k]·b[k×n]`, single-threaded (callers
+/// parallelise over images).
+fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], acc: bool, a: View<'_>, b: View<'_>) {
+    assert!(dst.len() >= m * n);
+    assert!(m == 0 || k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len());
+    assert!(n == 0 || k == 0 || (k - 1) * b.rs + (n - 1) * b.cs < b.data.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !acc {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the asserts above bound every element gemm reads; `dst` holds m·n elements with
+    // row stride n and column stride 1 and does not alias the inputs (&mut vs &).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            acc,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Forward: `y [n, o, oh, ow] = x [n, c, h, w] ⊛ weight [o, c, k, k]`.
+pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    CALLS[0].fetch_add(1, Ordering::Relaxed);
+    let (kk, p) = (g.rows(), g.pixels());
+    let mut y = vec![0.0f32; g.n * g.out_len()];
+    if y.is_empty() {
+        return y;
+    }
+    let wv = View { data: weight, rs: kk, cs: 1 };
+    y.par_chunks_mut(g.out_len()).enumerate().for_each_init(Vec::new, |cols, (i, yi)| {
+        let img = &x[i * g.in_len()..(i + 1) * g.in_len()];
+        if g.pointwise() {
+            gemm(g.o, p, kk, yi, false, wv, View { data: img, rs: p, cs: 1 });
+        } else {
+            cols.resize(kk * p, 0.0);
+            im2col(g, img, cols);
+            gemm(g.o, p, kk, yi, false, wv, View { data: cols, rs: p, cs: 1 });
+        }
+    });
+    y
+}
+
+/// Input gradient: `dx = weightᵀ · dy`, folded back onto the image (col2im).
+pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+    CALLS[1].fetch_add(1, Ordering::Relaxed);
+    let (kk, p) = (g.rows(), g.pixels());
+    let mut dx = vec![0.0f32; g.n * g.in_len()];
+    if dx.is_empty() {
+        return dx;
+    }
+    // weightᵀ as a view: (row r, col o) at o·kk + r.
+    let wt = View { data: weight, rs: 1, cs: kk };
+    dx.par_chunks_mut(g.in_len()).enumerate().for_each_init(Vec::new, |cols, (i, dxi)| {
+        let dyi = View { data: &dy[i * g.out_len()..(i + 1) * g.out_len()], rs: p, cs: 1 };
+        if g.pointwise() {
+            gemm(kk, p, g.o, dxi, false, wt, dyi);
+        } else {
+            cols.resize(kk * p, 0.0);
+            gemm(kk, p, g.o, cols, false, wt, dyi);
+            col2im(g, cols, dxi);
+        }
+    });
+    dx
+}
+
+/// Weight gradient: `dweight [o, c·k·k] = Σ_images dy · colsᵀ`, summed in fixed chunks of images.
+pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    CALLS[2].fetch_add(1, Ordering::Relaxed);
+    let (kk, p) = (g.rows(), g.pixels());
+    let wlen = g.o * kk;
+    let chunks: Vec<usize> = (0..g.n.div_ceil(WGRAD_CHUNK)).collect();
+    let partials: Vec<Vec<f32>> = chunks
+        .par_iter()
+        .map(|&ch| {
+            let mut acc = vec![0.0f32; wlen];
+            let mut cols = Vec::new();
+            for (j, i) in (ch * WGRAD_CHUNK..((ch + 1) * WGRAD_CHUNK).min(g.n)).enumerate() {
+                let img = &x[i * g.in_len()..(i + 1) * g.in_len()];
+                let dyi = View { data: &dy[i * g.out_len()..(i + 1) * g.out_len()], rs: p, cs: 1 };
+                let colsv = if g.pointwise() {
+                    View { data: img, rs: 1, cs: p }
+                } else {
+                    cols.resize(kk * p, 0.0);
+                    im2col(g, img, &mut cols);
+                    View { data: &cols, rs: 1, cs: p }
+                };
+                gemm(g.o, kk, p, &mut acc, j > 0, dyi, colsv);
+            }
+            acc
+        })
+        .collect();
+    let mut out = vec![0.0f32; wlen];
+    for part in &partials {
+        for (o, v) in out.iter_mut().zip(part) {
+            *o += *v;
+        }
+    }
+    out
+}

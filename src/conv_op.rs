@@ -1,0 +1,158 @@
+//! The convolution of [`crate::conv`] as a burn operation with its own backward pass (a burn
+//! backend extension: a kernel for the `Flex` CPU backend plus an `Autodiff` node), so the
+//! ResNet's training graph uses it like burn's `conv2d`. Other backends (Vulkan, CUDA) keep
+//! burn's convolution: [`conv2d`] routes by device.
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, Dispatch, DispatchDevice, Flex, TensorMetadata};
+use burn::tensor::module::conv2d as burn_conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Tensor, TensorData};
+
+use crate::conv::{self, ConvGeom};
+
+/// Bias-free 2-D convolution with a square kernel and symmetric padding, and its gradients.
+#[backend_extension(Flex, Autodiff)]
+pub trait ConvBackend: burn::backend::Backend {
+    /// `x [n, c, h, w] ⊛ weight [o, c, k, k]`.
+    fn byol_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self>;
+    /// Input gradient of [`ConvBackend::byol_conv2d`] for the output gradient `dy`.
+    fn byol_conv2d_dx(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        stride: usize,
+        pad: usize,
+    ) -> FloatTensor<Self>;
+    /// Weight gradient of [`ConvBackend::byol_conv2d`] for the output gradient `dy`.
+    fn byol_conv2d_dw(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        stride: usize,
+        pad: usize,
+    ) -> FloatTensor<Self>;
+}
+
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let s = t.shape();
+    assert_eq!(s.num_dims(), 4, "convolution: expected a rank-4 tensor, got shape {s:?}");
+    [s[0], s[1], s[2], s[3]]
+}
+
+/// Contiguous float32 values of a flex tensor (copied only when it is a strided view).
+fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    assert_eq!(t.dtype(), DType::F32, "convolution: only float32 is supported on the CPU path");
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous").to_vec()),
+    }
+}
+
+fn geom(x: &FlexTensor, w: &FlexTensor, stride: usize, pad: usize) -> ConvGeom {
+    let (xd, wd) = (dims4(x), dims4(w));
+    ConvGeom::new(xd, wd, stride, pad).unwrap_or_else(|| {
+        panic!("convolution: input {xd:?} and weight {wd:?} do not fit (stride {stride}, padding {pad})")
+    })
+}
+
+fn flex(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+impl ConvBackend for Flex {
+    fn byol_conv2d(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
+        let g = geom(&x, &weight, stride, pad);
+        flex(conv::forward(&g, &values(&x), &values(&weight)), [g.n, g.o, g.oh, g.ow])
+    }
+    fn byol_conv2d_dx(x: FlexTensor, weight: FlexTensor, dy: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
+        let g = geom(&x, &weight, stride, pad);
+        flex(conv::backward_input(&g, &values(&dy), &values(&weight)), [g.n, g.c, g.h, g.w])
+    }
+    fn byol_conv2d_dw(x: FlexTensor, weight: FlexTensor, dy: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
+        let g = geom(&x, &weight, stride, pad);
+        flex(conv::backward_weight(&g, &values(&x), &values(&dy)), [g.o, g.c, g.k, g.k])
+    }
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl<B: ConvBackend> Backward<B, 2> for ConvBackward {
+    /// Input, weight, stride, padding.
+    type State = (FloatTensor<B>, FloatTensor<B>, usize, usize);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, w, stride, pad) = ops.state;
+        if let Some(node) = node_w {
+            let dw = B::byol_conv2d_dw(x.clone(), w.clone(), dy.clone(), stride, pad);
+            grads.register::<B>(node.id, dw);
+        }
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::byol_conv2d_dx(x, w, dy, stride, pad));
+        }
+    }
+}
+
+impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
+    fn byol_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self> {
+        match ConvBackward.prepare::<C>([x.node(), weight.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (x, w) = (x.into_primitive(), weight.into_primitive());
+                let out = B::byol_conv2d(x.clone(), w.clone(), stride, pad);
+                prep.finish((x, w, stride, pad), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::byol_conv2d(x.into_primitive(), weight.into_primitive(), stride, pad))
+            }
+        }
+    }
+    fn byol_conv2d_dx(
+        _x: FloatTensor<Self>,
+        _w: FloatTensor<Self>,
+        _dy: FloatTensor<Self>,
+        _stride: usize,
+        _pad: usize,
+    ) -> FloatTensor<Self> {
+        unimplemented!("second-order gradients of the convolution are not supported")
+    }
+    fn byol_conv2d_dw(
+        _x: FloatTensor<Self>,
+        _w: FloatTensor<Self>,
+        _dy: FloatTensor<Self>,
+        _stride: usize,
+        _pad: usize,
+    ) -> FloatTensor<Self> {
+        unimplemented!("second-order gradients of the convolution are not supported")
+    }
+}
+
+/// Whether `t` lives on the flex (CPU) backend, where the kernels of [`crate::conv`] apply.
+fn on_flex(t: &Tensor<4>) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        matches!(t.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = t;
+        false
+    }
+}
+
+/// Bias-free 2-D convolution with symmetric padding: the im2col + GEMM kernels on the CPU
+/// backend (differentiable through the autodiff node above), burn's `conv2d` elsewhere.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
+    if on_flex(&x) && std::env::var_os("BYOL_BURN_CONV").is_none() {
+        Tensor::from_dispatch(Dispatch::byol_conv2d(x.into_dispatch(), weight.into_dispatch(), stride, pad))
+    } else {
+        burn_conv2d(x, weight, None, ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1))
+    }
+}
