@@ -257,6 +257,13 @@ fn finetune_lr_sweep_marks_a_diverging_lr_failed_and_is_seeded() {
     let b = byol::finetune::run_finetune(&sweep_args("sw2")).unwrap();
     assert_eq!((b.best_lr, &b.sweep, b.report.top1), (a.best_lr, &a.sweep, a.report.top1), "same seed");
     assert_eq!(b.epoch_losses, a.epoch_losses);
+
+    // Every trial starts from the pretrained weights and the same fresh head: nothing leaks
+    // from one trial (weights, BatchNorm statistics) into the next.
+    let mut args = sweep_args("sw3");
+    (args.lrs, args.epochs) = (vec![0.1, 0.1], 2);
+    let c = byol::finetune::run_finetune(&args).unwrap();
+    assert_eq!(c.sweep[0], c.sweep[1]);
 }
 
 #[test]
