@@ -166,9 +166,14 @@ pub struct FinetuneArgs {
     pub subset: Option<PathBuf>,
     #[arg(long, default_value_t = 30)]
     pub epochs: usize,
-    /// Peak learning rate (cosine decay to 0).
-    #[arg(long, default_value_t = 0.05)]
-    pub lr: f64,
+    /// Peak learning rates tried (comma-separated, cosine decay to 0): each fine-tunes on the
+    /// label subset minus the --holdout slice, the best held-out top-1 wins and is retrained on
+    /// the whole subset (App. C.2 grid by default). One value skips the sweep. `--lr` is an alias.
+    #[arg(long, visible_alias = "lr", value_delimiter = ',', default_value = crate::finetune_sweep::DEFAULT_LRS)]
+    pub lrs: Vec<f64>,
+    /// Fraction of the label subset held out (class-balanced, seeded) to choose the lr.
+    #[arg(long, default_value_t = 0.2)]
+    pub holdout: f64,
     /// Training mini-batch size.
     #[arg(long, default_value_t = 64)]
     pub train_batch: usize,
@@ -277,6 +282,13 @@ pub fn run_eval(c: EvalCommand) -> Result<()> {
 /// `byol finetune`.
 pub fn run_finetune(a: &FinetuneArgs) -> Result<()> {
     let o = crate::finetune::run_finetune(a)?;
+    for t in &o.sweep {
+        match (t.holdout_top1, &t.failed) {
+            (Some(acc), _) => println!("lr {}: held-out top-1 {:.2}%", t.lr, acc * 100.0),
+            (None, why) => println!("lr {}: failed ({})", t.lr, why.as_deref().unwrap_or("unknown")),
+        }
+    }
+    println!("chosen lr: {}", o.best_lr);
     println!("label subset: {} images ({})", o.subset.indices.len(), a.out.join("label-subset.json").display());
     if let (Some(f), Some(l)) = (o.epoch_losses.first(), o.epoch_losses.last()) {
         println!("training loss: {f:.4} (epoch 1) -> {l:.4} (epoch {})", o.epoch_losses.len());

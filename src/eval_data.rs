@@ -89,3 +89,32 @@ pub fn crop_flip(aug: &AugmentConfig) -> AugmentConfig {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::augment::{preset, Augmenter};
+
+    /// The fine-tuning / crop+flip-probe transform draws only a crop and a flip, redrawn every
+    /// epoch, reproducibly from the seed.
+    #[test]
+    fn crop_flip_draws_only_crop_and_flip_per_epoch_and_seed() {
+        let base = preset("imagenet").unwrap();
+        let aug = crop_flip(&base);
+        assert_eq!(aug.view1.size, base.eval.crop);
+        let a = Augmenter::new(aug.clone(), 5).unwrap();
+        let draws: Vec<_> = (0..40).map(|epoch| a.view_params(epoch, 3, 0, 300, 400)).collect();
+        for p in &draws {
+            assert!(p.jitter.is_none() && !p.grayscale && p.blur_sigma.is_none() && !p.solarize, "{p:?}");
+            let area = (p.crop.height * p.crop.width) as f64 / (300.0 * 400.0);
+            assert!((0.07..=1.0).contains(&area), "crop area fraction {area}");
+        }
+        let flips = draws.iter().filter(|p| p.flip).count();
+        assert!((8..=32).contains(&flips), "{flips} flips in 40 epochs");
+        let distinct: std::collections::HashSet<_> =
+            draws.iter().map(|p| (p.crop.top, p.crop.left, p.crop.height)).collect();
+        assert!(distinct.len() > 30, "only {} distinct crops in 40 epochs", distinct.len());
+        let again = Augmenter::new(aug, 5).unwrap();
+        assert!((0..40).all(|e| again.view_params(e, 3, 0, 300, 400) == draws[e as usize]));
+    }
+}

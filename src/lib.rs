@@ -22,6 +22,7 @@ pub mod export;
 pub mod extract;
 pub mod features;
 pub mod finetune;
+pub mod finetune_sweep;
 pub mod fsutil;
 pub mod grads;
 pub mod heads;

@@ -185,7 +185,8 @@ fn finetune_args(ck: &Path, root: &Path, out: PathBuf, subset: Option<PathBuf>) 
         label_fraction: 0.5,
         subset,
         epochs: 12,
-        lr: 0.1,
+        lrs: vec![0.1],
+        holdout: 0.2,
         train_batch: 8,
         seed: 3,
         out,
@@ -218,6 +219,80 @@ fn finetune_learns_a_separable_set_and_reuses_its_subset() {
     args.epochs = 1;
     let b = byol::finetune::run_finetune(&args).unwrap();
     assert_eq!(b.subset, a.subset);
+}
+
+#[test]
+fn finetune_lr_sweep_marks_a_diverging_lr_failed_and_is_seeded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    image_folder(&root, 10);
+    let enc_path = tmp.path().join("enc.safetensors");
+    encoder(4, 4).save_safetensors(&enc_path, "").unwrap();
+    let sweep_args = |out: &str| {
+        let mut a = finetune_args(&enc_path, &root, tmp.path().join(out), None);
+        (a.label_fraction, a.epochs, a.holdout) = (1.0, 4, 0.2);
+        a.lrs = vec![0.05, 1e20, 0.2];
+        a
+    };
+    let a = byol::finetune::run_finetune(&sweep_args("sw1")).unwrap();
+    let lrs: Vec<f64> = a.sweep.iter().map(|t| t.lr).collect();
+    assert_eq!(lrs, vec![0.05, 1e20, 0.2], "every candidate is a trial");
+    let huge = &a.sweep[1];
+    assert!(huge.holdout_top1.is_none() && huge.failed.as_deref().unwrap().contains("diverged"), "{huge:?}");
+    let ok: Vec<_> = a.sweep.iter().filter(|t| t.failed.is_none()).collect();
+    assert_eq!(ok.len(), 2, "{:?}", a.sweep);
+    let best = ok.iter().map(|t| t.holdout_top1.unwrap()).fold(0.0, f64::max);
+    let chosen = a.sweep.iter().find(|t| t.lr == a.best_lr).unwrap();
+    assert_eq!(chosen.holdout_top1, Some(best), "chosen lr {} is not the best of {:?}", a.best_lr, a.sweep);
+    // 2 held out per class (20% of 10), scored on the held-out slice only.
+    assert_eq!(a.report.params["holdout_images"], 4);
+    assert_eq!(a.report.params["best_lr"], a.best_lr);
+    let written = byol::report::EvalReport::read_json(&tmp.path().join("sw1/finetune.json")).unwrap();
+    let trials = written.params["sweep"].as_array().unwrap();
+    assert_eq!(trials.len(), 3);
+    assert!(trials[1]["holdout_top1"].is_null() && trials[1]["failed"].is_string(), "{trials:?}");
+    assert!(trials[0]["holdout_top1"].is_f64() && trials[0]["failed"].is_null(), "{trials:?}");
+    assert!(tmp.path().join("sw1/finetune-confusion.png").is_file());
+
+    let b = byol::finetune::run_finetune(&sweep_args("sw2")).unwrap();
+    assert_eq!((b.best_lr, &b.sweep, b.report.top1), (a.best_lr, &a.sweep, a.report.top1), "same seed");
+    assert_eq!(b.epoch_losses, a.epoch_losses);
+
+    // Every trial starts from the pretrained weights and the same fresh head: nothing leaks
+    // from one trial (weights, BatchNorm statistics) into the next.
+    let mut args = sweep_args("sw3");
+    (args.lrs, args.epochs) = (vec![0.1, 0.1], 2);
+    let c = byol::finetune::run_finetune(&args).unwrap();
+    assert_eq!(c.sweep[0], c.sweep[1]);
+}
+
+#[test]
+fn finetune_rejects_bad_lrs_and_holdout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let o = bin()
+            .args(["finetune", "--checkpoint", "missing.safetensors", "--dataset", "folder", "--out"])
+            .arg(tmp.path().join("ft"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{extra:?} was accepted");
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    for bad in ["0", "0.1,-1", "inf"] {
+        let err = run(&["--lrs", bad]);
+        assert!(err.contains("--lrs") && err.contains("positive"), "--lrs {bad}: {err}");
+    }
+    for bad in ["abc", "", "0.1,,0.2"] {
+        let err = run(&["--lrs", bad]);
+        assert!(err.contains("invalid value") && err.contains("--lrs"), "--lrs {bad:?}: {err}");
+    }
+    let err = run(&["--lr", "abc"]);
+    assert!(err.contains("invalid value"), "--lr alias: {err}");
+    let err = run(&["--holdout", "1"]);
+    assert!(err.contains("--holdout must be in (0, 1)"), "{err}");
 }
 
 #[test]
