@@ -77,11 +77,6 @@ impl ConvGeom {
     pub fn macs(&self) -> usize {
         self.n * self.out_len() * self.rows()
     }
-
-    /// Output columns `ox` of one kernel tap `kj` that read inside the image: `lo..hi`.
-    fn valid_x(&self, kj: usize) -> (usize, usize) {
-        valid_range(self.ow, self.w, self.stride, self.pad, kj)
-    }
 }
 
 /// Output positions `o` with `0 <= o·stride + tap − pad < len`.
@@ -92,16 +87,24 @@ fn valid_range(out: usize, len: usize, stride: usize, pad: usize, tap: usize) ->
     (lo.min(hi), hi)
 }
 
+/// Valid output rows and columns of every kernel tap: `(rows[ki], cols[kj])`.
+fn tap_ranges(g: &ConvGeom) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+    let rows = (0..g.k).map(|t| valid_range(g.oh, g.h, g.stride, g.pad, t)).collect();
+    let cols = (0..g.k).map(|t| valid_range(g.ow, g.w, g.stride, g.pad, t)).collect();
+    (rows, cols)
+}
+
 /// Unfolds one image `[c, h, w]` into `cols [c·k·k, oh·ow]` (zeros where the kernel reads padding).
 fn im2col(g: &ConvGeom, img: &[f32], cols: &mut [f32]) {
     let p = g.pixels();
+    let (yr, xr) = tap_ranges(g);
     for ci in 0..g.c {
         let plane = &img[ci * g.h * g.w..(ci + 1) * g.h * g.w];
         for ki in 0..g.k {
-            let (ylo, yhi) = valid_range(g.oh, g.h, g.stride, g.pad, ki);
+            let (ylo, yhi) = yr[ki];
             for kj in 0..g.k {
                 let row = &mut cols[((ci * g.k + ki) * g.k + kj) * p..][..p];
-                let (xlo, xhi) = g.valid_x(kj);
+                let (xlo, xhi) = xr[kj];
                 for oy in 0..g.oh {
                     let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
                     if oy < ylo || oy >= yhi || xlo >= xhi {
@@ -126,17 +129,51 @@ fn im2col(g: &ConvGeom, img: &[f32], cols: &mut [f32]) {
     }
 }
 
+/// Unfolds one image into the transposed column matrix `cols_t [oh·ow, c·k·k]` (row-major), the
+/// layout in which the weight-gradient GEMM runs at full speed (its reduction over pixels then
+/// reads both operands along rows).
+fn im2col_t(g: &ConvGeom, img: &[f32], padded: &mut Vec<f32>, cols_t: &mut [f32]) {
+    let kk = g.rows();
+    let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+    // Zero-padded copy of the image, so the gather below needs no bounds checks.
+    padded.clear();
+    padded.resize(g.c * hp * wp, 0.0);
+    for ci in 0..g.c {
+        for y in 0..g.h {
+            let src = &img[(ci * g.h + y) * g.w..][..g.w];
+            padded[(ci * hp + y + g.pad) * wp + g.pad..][..g.w].copy_from_slice(src);
+        }
+    }
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let dst = &mut cols_t[(oy * g.ow + ox) * kk..][..kk];
+            let (y0, x0) = (oy * g.stride, ox * g.stride);
+            let mut r = 0;
+            for ci in 0..g.c {
+                for ki in 0..g.k {
+                    let src = &padded[(ci * hp + y0 + ki) * wp + x0..][..g.k];
+                    for (d, v) in dst[r..r + g.k].iter_mut().zip(src) {
+                        *d = *v;
+                    }
+                    r += g.k;
+                }
+            }
+        }
+    }
+}
+
 /// Adds `cols [c·k·k, oh·ow]` back onto one image gradient `[c, h, w]` (the adjoint of [`im2col`]).
 fn col2im(g: &ConvGeom, cols: &[f32], img: &mut [f32]) {
     let p = g.pixels();
+    let (yr, xr) = tap_ranges(g);
     img.fill(0.0);
     for ci in 0..g.c {
         let plane = &mut img[ci * g.h * g.w..(ci + 1) * g.h * g.w];
         for ki in 0..g.k {
-            let (ylo, yhi) = valid_range(g.oh, g.h, g.stride, g.pad, ki);
+            let (ylo, yhi) = yr[ki];
             for kj in 0..g.k {
                 let row = &cols[((ci * g.k + ki) * g.k + kj) * p..][..p];
-                let (xlo, xhi) = g.valid_x(kj);
+                let (xlo, xhi) = xr[kj];
                 if xlo >= xhi {
                     continue;
                 }
@@ -265,18 +302,13 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .par_iter()
         .map(|&ch| {
             let mut acc = vec![0.0f32; wlen];
-            let mut cols = Vec::new();
+            let mut cols_t = vec![0.0f32; kk * p];
+            let mut padded = Vec::new();
             for (j, i) in (ch * WGRAD_CHUNK..((ch + 1) * WGRAD_CHUNK).min(g.n)).enumerate() {
                 let img = &x[i * g.in_len()..(i + 1) * g.in_len()];
                 let dyi = View { data: &dy[i * g.out_len()..(i + 1) * g.out_len()], rs: p, cs: 1 };
-                let colsv = if g.pointwise() {
-                    View { data: img, rs: 1, cs: p }
-                } else {
-                    cols.resize(kk * p, 0.0);
-                    im2col(g, img, &mut cols);
-                    View { data: &cols, rs: 1, cs: p }
-                };
-                gemm(g.o, kk, p, &mut acc, j > 0, dyi, colsv);
+                im2col_t(g, img, &mut padded, &mut cols_t);
+                gemm(g.o, kk, p, &mut acc, j > 0, dyi, View { data: &cols_t, rs: kk, cs: 1 });
             }
             acc
         })

@@ -147,10 +147,18 @@ fn on_flex(t: &Tensor<4>) -> bool {
     }
 }
 
+/// `BYOL_BURN_CONV=1` selects burn's own convolution on the CPU too (for benchmarks).
+fn burn_conv_requested() -> bool {
+    static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FLAG.get_or_init(|| std::env::var_os("BYOL_BURN_CONV").is_some_and(|v| v != "0"))
+}
+
 /// Bias-free 2-D convolution with symmetric padding: the im2col + GEMM kernels on the CPU
-/// backend (differentiable through the autodiff node above), burn's `conv2d` elsewhere.
+/// backend for float32 (differentiable through the autodiff node above), burn's `conv2d`
+/// elsewhere (GPU backends, float64).
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
-    if on_flex(&x) && std::env::var_os("BYOL_BURN_CONV").is_none() {
+    let f32s = x.dtype() == DType::F32 && weight.dtype() == DType::F32;
+    if f32s && on_flex(&x) && !burn_conv_requested() {
         Tensor::from_dispatch(Dispatch::byol_conv2d(x.into_dispatch(), weight.into_dispatch(), stride, pad))
     } else {
         burn_conv2d(x, weight, None, ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1))
