@@ -87,8 +87,11 @@ fn valid_range(out: usize, len: usize, stride: usize, pad: usize, tap: usize) ->
     (lo.min(hi), hi)
 }
 
+/// Half-open ranges `lo..hi` of output positions, one per kernel tap.
+type TapRanges = Vec<(usize, usize)>;
+
 /// Valid output rows and columns of every kernel tap: `(rows[ki], cols[kj])`.
-fn tap_ranges(g: &ConvGeom) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+fn tap_ranges(g: &ConvGeom) -> (TapRanges, TapRanges) {
     let rows = (0..g.k).map(|t| valid_range(g.oh, g.h, g.stride, g.pad, t)).collect();
     let cols = (0..g.k).map(|t| valid_range(g.ow, g.w, g.stride, g.pad, t)).collect();
     (rows, cols)
