@@ -8,7 +8,8 @@ use burn::tensor::{Device, Distribution, Tensor};
 use byol::conv::{self, ConvGeom};
 
 /// (n, c, h, w, o, k, stride, pad)
-const CASES: &[(usize, usize, usize, usize, usize, usize, usize, usize)] = &[
+type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+const CASES: &[Case] = &[
     (2, 3, 9, 9, 4, 3, 1, 1),
     (3, 5, 8, 7, 6, 3, 2, 1),
     (2, 4, 11, 11, 3, 7, 2, 3),
