@@ -51,8 +51,8 @@ fn main() {
             let _ = wa.grad(&g).unwrap().into_data();
         });
         let geo = byol::conv::ConvGeom::new([64, c, s, s], [c, c, 3, 3], 1, 1).unwrap();
-        let xv: Vec<f32> = x.clone().into_data().to_vec().unwrap();
-        let wv: Vec<f32> = w.clone().into_data().to_vec().unwrap();
+        let xv: Vec<f32> = x.clone().into_data().try_to_vec::<f32>().unwrap();
+        let wv: Vec<f32> = w.clone().into_data().try_to_vec::<f32>().unwrap();
         let kf = time(|| {
             let _ = byol::conv::forward(&geo, &xv, &wv);
         });
