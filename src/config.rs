@@ -68,6 +68,17 @@ pub struct OptimConfig {
     #[serde(default = "default_eta")]
     pub eta: f64,
     pub tau_base: f64,
+    /// `lars` (the paper, App. C) or `sgd` (SGD with momentum; what small/short runs use, as
+    /// solo-learn and lightly allow).
+    #[serde(default = "default_optimizer")]
+    pub optimizer: String,
+}
+
+/// Valid values of `optim.optimizer`.
+pub const OPTIMIZERS: [&str; 2] = ["lars", "sgd"];
+
+fn default_optimizer() -> String {
+    "lars".into()
 }
 
 fn one() -> usize {
@@ -233,6 +244,9 @@ impl PretrainConfig {
         }
         if !(0.0..1.0).contains(&o.momentum) || o.weight_decay < 0.0 || o.eta <= 0.0 || o.warmup_epochs < 0.0 {
             bail!("optim: momentum must be in [0, 1), weight_decay ≥ 0, eta > 0, warmup_epochs ≥ 0");
+        }
+        if !OPTIMIZERS.contains(&o.optimizer.as_str()) {
+            bail!("optim.optimizer {:?} is not known; valid values: {}", o.optimizer, OPTIMIZERS.join(", "));
         }
         crate::pretrain::augment_config(self)?;
         crate::datasets::canonical_name(&self.data.dataset)?;

@@ -97,8 +97,9 @@ fn tap_ranges(g: &ConvGeom) -> (TapRanges, TapRanges) {
     (rows, cols)
 }
 
-/// Unfolds one image `[c, h, w]` into `cols [c·k·k, oh·ow]` (zeros where the kernel reads padding).
-fn im2col(g: &ConvGeom, img: &[f32], cols: &mut [f32]) {
+/// Unfolds one image `[c, h, w]` into `cols [c·k·k, oh·ow]` (zeros where the kernel reads
+/// padding); row `r` starts at `cols[r·ld]` (`ld ≥ oh·ow`: images side by side in one matrix).
+fn im2col(g: &ConvGeom, img: &[f32], cols: &mut [f32], ld: usize) {
     let p = g.pixels();
     let (yr, xr) = tap_ranges(g);
     for ci in 0..g.c {
@@ -106,7 +107,7 @@ fn im2col(g: &ConvGeom, img: &[f32], cols: &mut [f32]) {
         for ki in 0..g.k {
             let (ylo, yhi) = yr[ki];
             for kj in 0..g.k {
-                let row = &mut cols[((ci * g.k + ki) * g.k + kj) * p..][..p];
+                let row = &mut cols[((ci * g.k + ki) * g.k + kj) * ld..][..p];
                 let (xlo, xhi) = xr[kj];
                 for oy in 0..g.oh {
                     let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
@@ -165,8 +166,9 @@ fn im2col_t(g: &ConvGeom, img: &[f32], padded: &mut Vec<f32>, cols_t: &mut [f32]
     }
 }
 
-/// Adds `cols [c·k·k, oh·ow]` back onto one image gradient `[c, h, w]` (the adjoint of [`im2col`]).
-fn col2im(g: &ConvGeom, cols: &[f32], img: &mut [f32]) {
+/// Adds `cols [c·k·k, oh·ow]` (row stride `ld`) back onto one image gradient `[c, h, w]` (the
+/// adjoint of [`im2col`]).
+fn col2im(g: &ConvGeom, cols: &[f32], ld: usize, img: &mut [f32]) {
     let p = g.pixels();
     let (yr, xr) = tap_ranges(g);
     img.fill(0.0);
@@ -175,7 +177,7 @@ fn col2im(g: &ConvGeom, cols: &[f32], img: &mut [f32]) {
         for ki in 0..g.k {
             let (ylo, yhi) = yr[ki];
             for kj in 0..g.k {
-                let row = &cols[((ci * g.k + ki) * g.k + kj) * p..][..p];
+                let row = &cols[((ci * g.k + ki) * g.k + kj) * ld..][..p];
                 let (xlo, xhi) = xr[kj];
                 if xlo >= xhi {
                     continue;
@@ -208,9 +210,10 @@ struct View<'a> {
     cs: usize,
 }
 
-/// `dst[m×n] (row-major, contiguous) = acc·dst + a[m×k]·b[k×n]`, single-threaded (callers
-/// parallelise over images).
-fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], acc: bool, a: View<'_>, b: View<'_>) {
+/// `dst[m×n] (row-major, contiguous) = acc·dst + a[m×k]·b[k×n]`; `par` threads inside the GEMM
+/// (callers parallelise over image groups when there are enough of them).
+#[allow(clippy::too_many_arguments)]
+fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], acc: bool, a: View<'_>, b: View<'_>, par: gemm::Parallelism) {
     assert!(dst.len() >= m * n);
     assert!(m == 0 || k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len());
     assert!(n == 0 || k == 0 || (k - 1) * b.rs + (n - 1) * b.cs < b.data.len());
@@ -245,74 +248,149 @@ fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], acc: bool, a: View<'_>, b
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            par,
         );
+    }
+}
+
+/// Images per GEMM: enough that a GEMM has ≥ 256 columns (the late ResNet stages have 1–64
+/// pixels per image), never more than the batch. Depends only on the geometry.
+fn group(g: &ConvGeom) -> usize {
+    256usize.div_ceil(g.pixels().max(1)).clamp(1, g.n.max(1))
+}
+
+/// GEMM threading: across groups when there are enough of them, inside the GEMM otherwise.
+fn inner_parallelism(groups: usize) -> gemm::Parallelism {
+    if groups >= rayon::current_num_threads() {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(0)
     }
 }
 
 /// Forward: `y [n, o, oh, ow] = x [n, c, h, w] ⊛ weight [o, c, k, k]`.
 pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32]) -> Vec<f32> {
     CALLS[0].fetch_add(1, Ordering::Relaxed);
-    let (kk, p) = (g.rows(), g.pixels());
+    let (kk, p, gs) = (g.rows(), g.pixels(), group(g));
     let mut y = vec![0.0f32; g.n * g.out_len()];
     if y.is_empty() {
         return y;
     }
+    let par = inner_parallelism(g.n.div_ceil(gs));
     let wv = View { data: weight, rs: kk, cs: 1 };
-    y.par_chunks_mut(g.out_len()).enumerate().for_each_init(Vec::new, |cols, (i, yi)| {
-        let img = &x[i * g.in_len()..(i + 1) * g.in_len()];
-        if g.pointwise() {
-            gemm(g.o, p, kk, yi, false, wv, View { data: img, rs: p, cs: 1 });
-        } else {
-            cols.resize(kk * p, 0.0);
-            im2col(g, img, cols);
-            gemm(g.o, p, kk, yi, false, wv, View { data: cols, rs: p, cs: 1 });
-        }
-    });
+    y.par_chunks_mut(gs * g.out_len()).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(cols, out), (gi, yg)| {
+            let imgs = yg.len() / g.out_len();
+            let x0 = gi * gs * g.in_len();
+            if imgs == 1 && g.pointwise() {
+                gemm(g.o, p, kk, yg, false, wv, View { data: &x[x0..x0 + g.in_len()], rs: p, cs: 1 }, par);
+                return;
+            }
+            let ld = imgs * p;
+            cols.resize(kk * ld, 0.0);
+            for j in 0..imgs {
+                im2col(g, &x[x0 + j * g.in_len()..][..g.in_len()], &mut cols[j * p..], ld);
+            }
+            if imgs == 1 {
+                gemm(g.o, p, kk, yg, false, wv, View { data: cols, rs: ld, cs: 1 }, par);
+                return;
+            }
+            // [o, imgs·p] → imgs × [o, p]
+            out.resize(g.o * ld, 0.0);
+            gemm(g.o, ld, kk, out, false, wv, View { data: cols, rs: ld, cs: 1 }, par);
+            for j in 0..imgs {
+                for oc in 0..g.o {
+                    yg[j * g.out_len() + oc * p..][..p].copy_from_slice(&out[oc * ld + j * p..][..p]);
+                }
+            }
+        },
+    );
     y
 }
 
-/// Input gradient: `dx = weightᵀ · dy`, folded back onto the image (col2im).
+/// Copies the output gradients of `imgs` images into one `[o, imgs·p]` matrix.
+fn gather_dy(g: &ConvGeom, dy: &[f32], imgs: usize, buf: &mut Vec<f32>) {
+    let (p, ld) = (g.pixels(), imgs * g.pixels());
+    buf.resize(g.o * ld, 0.0);
+    for j in 0..imgs {
+        for oc in 0..g.o {
+            buf[oc * ld + j * p..][..p].copy_from_slice(&dy[j * g.out_len() + oc * p..][..p]);
+        }
+    }
+}
+
+/// Input gradient: `dx = weightᵀ · dy`, folded back onto the images (col2im).
 pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     CALLS[1].fetch_add(1, Ordering::Relaxed);
-    let (kk, p) = (g.rows(), g.pixels());
+    let (kk, p, gs) = (g.rows(), g.pixels(), group(g));
     let mut dx = vec![0.0f32; g.n * g.in_len()];
     if dx.is_empty() {
         return dx;
     }
+    let par = inner_parallelism(g.n.div_ceil(gs));
     // weightᵀ as a view: (row r, col o) at o·kk + r.
     let wt = View { data: weight, rs: 1, cs: kk };
-    dx.par_chunks_mut(g.in_len()).enumerate().for_each_init(Vec::new, |cols, (i, dxi)| {
-        let dyi = View { data: &dy[i * g.out_len()..(i + 1) * g.out_len()], rs: p, cs: 1 };
-        if g.pointwise() {
-            gemm(kk, p, g.o, dxi, false, wt, dyi);
-        } else {
-            cols.resize(kk * p, 0.0);
-            gemm(kk, p, g.o, cols, false, wt, dyi);
-            col2im(g, cols, dxi);
-        }
-    });
+    dx.par_chunks_mut(gs * g.in_len()).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(cols, dyg), (gi, dxg)| {
+            let imgs = dxg.len() / g.in_len();
+            let dy0 = &dy[gi * gs * g.out_len()..][..imgs * g.out_len()];
+            let ld = imgs * p;
+            let dyv = if imgs == 1 {
+                View { data: dy0, rs: p, cs: 1 }
+            } else {
+                gather_dy(g, dy0, imgs, dyg);
+                View { data: dyg, rs: ld, cs: 1 }
+            };
+            if imgs == 1 && g.pointwise() {
+                gemm(kk, p, g.o, dxg, false, wt, dyv, par);
+                return;
+            }
+            cols.resize(kk * ld, 0.0);
+            gemm(kk, ld, g.o, cols, false, wt, dyv, par);
+            for j in 0..imgs {
+                col2im(g, &cols[j * p..], ld, &mut dxg[j * g.in_len()..][..g.in_len()]);
+            }
+        },
+    );
     dx
 }
 
-/// Weight gradient: `dweight [o, c·k·k] = Σ_images dy · colsᵀ`, summed in fixed chunks of images.
+/// Weight gradient: `dweight [o, c·k·k] = Σ_images dy · colsᵀ`, one GEMM per fixed chunk of
+/// images (its reduction runs over all their pixels), the chunks' partial sums added in order.
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     CALLS[2].fetch_add(1, Ordering::Relaxed);
     let (kk, p) = (g.rows(), g.pixels());
     let wlen = g.o * kk;
-    let chunks: Vec<usize> = (0..g.n.div_ceil(WGRAD_CHUNK)).collect();
+    let chunk = group(g).max(WGRAD_CHUNK.min(g.n.max(1)));
+    let chunks: Vec<usize> = (0..g.n.div_ceil(chunk)).collect();
+    let par = inner_parallelism(chunks.len());
     let partials: Vec<Vec<f32>> = chunks
         .par_iter()
         .map(|&ch| {
-            let mut acc = vec![0.0f32; wlen];
-            let mut cols_t = vec![0.0f32; kk * p];
+            let first = ch * chunk;
+            let imgs = chunk.min(g.n - first);
+            let ld = imgs * p;
+            let mut cols_t = vec![0.0f32; ld * kk];
             let mut padded = Vec::new();
-            for (j, i) in (ch * WGRAD_CHUNK..((ch + 1) * WGRAD_CHUNK).min(g.n)).enumerate() {
-                let img = &x[i * g.in_len()..(i + 1) * g.in_len()];
-                let dyi = View { data: &dy[i * g.out_len()..(i + 1) * g.out_len()], rs: p, cs: 1 };
-                im2col_t(g, img, &mut padded, &mut cols_t);
-                gemm(g.o, kk, p, &mut acc, j > 0, dyi, View { data: &cols_t, rs: kk, cs: 1 });
+            for j in 0..imgs {
+                let img = &x[(first + j) * g.in_len()..][..g.in_len()];
+                im2col_t(g, img, &mut padded, &mut cols_t[j * p * kk..(j + 1) * p * kk]);
             }
+            let mut dyg = Vec::new();
+            gather_dy(g, &dy[first * g.out_len()..][..imgs * g.out_len()], imgs, &mut dyg);
+            let mut acc = vec![0.0f32; wlen];
+            gemm(
+                g.o,
+                kk,
+                ld,
+                &mut acc,
+                false,
+                View { data: &dyg, rs: ld, cs: 1 },
+                View { data: &cols_t, rs: kk, cs: 1 },
+                par,
+            );
             acc
         })
         .collect();

@@ -18,7 +18,7 @@ use crate::image::Dataset;
 use crate::lars::Lars;
 use crate::loader::{LoaderConfig, PairLoader};
 use crate::metrics::{MetricsLog, Record};
-use crate::optim::Optimizer;
+use crate::optim::{Optimizer, Sgd};
 use crate::probe::OnlineProbe;
 use crate::schedule::{scaled_lr, tau, WarmupCosine};
 use crate::subset::Subset;
@@ -103,7 +103,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
     };
 
     let mut model = Byol::new(cfg.model.clone(), cfg.run.seed, &ad)?;
-    let mut opt = Lars::new(cfg.optim.momentum as f32, cfg.optim.weight_decay as f32, cfg.optim.eta as f32);
+    let mut opt = optimizer(&cfg.optim);
     let num_classes = dataset.num_classes();
     let mut probe = OnlineProbe::new(
         cfg.model.encoder.out_dim(),
@@ -201,7 +201,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
             if cfg.optim.accumulate > 1 {
                 grads.scale(1.0 / cfg.optim.accumulate as f32);
             }
-            model.apply(&grads, &mut opt, lr, tau_k);
+            model.apply(&grads, opt.as_mut(), lr, tau_k);
             step += 1;
             outcome.last_loss = loss;
             outcome.steps_done = step;
@@ -235,7 +235,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
                 }
             }
             if cfg.run.checkpoint_every > 0 && step.is_multiple_of(cfg.run.checkpoint_every) {
-                save(cfg, &model, &opt, &probe, step, &ckpt_dir)?;
+                save(cfg, &model, opt.as_ref(), &probe, step, &ckpt_dir)?;
             }
         }
         drop(batches);
@@ -255,7 +255,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
                 }
             }
             if cfg.run.checkpoint_every == 0 || !step.is_multiple_of(cfg.run.checkpoint_every) {
-                save(cfg, &model, &opt, &probe, step, &ckpt_dir)?;
+                save(cfg, &model, opt.as_ref(), &probe, step, &ckpt_dir)?;
             }
             if let Err(e) = metrics.plot(&run_dir.join("curves.png")) {
                 eprintln!("warning: could not draw the curves: {e:#}");
@@ -268,7 +268,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
     if !step.is_multiple_of(steps_per_epoch)
         && (cfg.run.checkpoint_every == 0 || !step.is_multiple_of(cfg.run.checkpoint_every))
     {
-        save(cfg, &model, &opt, &probe, step, &ckpt_dir)?;
+        save(cfg, &model, opt.as_ref(), &probe, step, &ckpt_dir)?;
     }
     if step == total_steps {
         model.online.sub("encoder.").save_safetensors(&run_dir.join("encoder.safetensors"), "")?;
@@ -276,7 +276,23 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
     Ok(outcome)
 }
 
-fn save(cfg: &PretrainConfig, model: &Byol, opt: &Lars, probe: &OnlineProbe, step: usize, dir: &Path) -> Result<()> {
+/// The pretraining optimizer named by `optim.optimizer` (validated by the config).
+fn optimizer(o: &crate::config::OptimConfig) -> Box<dyn Optimizer> {
+    let (m, wd) = (o.momentum as f32, o.weight_decay as f32);
+    match o.optimizer.as_str() {
+        "sgd" => Box::new(Sgd::new(m, wd, false)),
+        _ => Box::new(Lars::new(m, wd, o.eta as f32)),
+    }
+}
+
+fn save(
+    cfg: &PretrainConfig,
+    model: &Byol,
+    opt: &dyn Optimizer,
+    probe: &OnlineProbe,
+    step: usize,
+    dir: &Path,
+) -> Result<()> {
     let ck = Checkpoint::capture(
         step,
         &model.online,
