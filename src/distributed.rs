@@ -102,6 +102,16 @@ pub fn launcher_world_size() -> Option<usize> {
         .find_map(|v| std::env::var(v).ok().and_then(|s| s.trim().parse().ok()))
 }
 
+/// This rank's index among the ranks on its machine, when several ranks run (the GPU it uses).
+pub fn local_rank() -> Option<usize> {
+    if global().size() == 1 {
+        return None;
+    }
+    ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK", "SLURM_LOCALID"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().and_then(|s| s.trim().parse().ok()))
+}
+
 /// Sets up the process-wide collective for this process: MPI when started by `mpirun` (and built
 /// with the `mpi` feature), single-process otherwise. Call once, early in `main`; a multi-rank
 /// launch of a binary without MPI support is an error (every rank would train alone and
