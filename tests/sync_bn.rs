@@ -1,6 +1,7 @@
 //! Cross-replica BatchNorm on one replica equals burn's batch_norm_train: same output, mean,
 //! variance and gradients (input, γ, β), for BatchNorm2d and BatchNorm1d shapes. This checks
-//! the two-pass statistics and the custom autodiff op (`collective_sum`) without MPI; the
+//! the fused operation with its handwritten backward, and the reference built on the
+//! differentiable `collective_sum`, without MPI; the
 //! multi-replica behaviour is tested under mpirun in tests/distributed.rs.
 
 use burn::tensor::module::batch_norm_train;
@@ -32,10 +33,15 @@ fn check<const D: usize>(shape: [usize; D]) {
     let leaf1 = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [c]), &ad).require_grad();
     let wt = Tensor::<D>::from_data(TensorData::new(w, shape), &ad);
 
-    let run = |sync: bool| {
+    let run = |mode: u8| {
         let (x, g, b) = (leaf(x0.clone(), shape), leaf1(randn(c, 3, 0.5, 1.0)), leaf1(randn(c, 4, 0.5, 0.0)));
-        let (y, mean, var) = if sync {
-            let o = byol::sync_bn::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5, byol::distributed::global());
+        let group = byol::distributed::global();
+        let (y, mean, var) = if mode > 0 {
+            let o = if mode == 1 {
+                byol::sync_bn::batch_norm_train(x.clone(), g.clone(), b.clone(), 1e-5, group)
+            } else {
+                byol::sync_bn::batch_norm_train_reference(x.clone(), g.clone(), b.clone(), 1e-5, group)
+            };
             assert_eq!(o.count, n / c);
             (o.output, vals(o.mean), vals(o.variance))
         } else {
@@ -48,17 +54,21 @@ fn check<const D: usize>(shape: [usize; D]) {
         let gb = vals(b.grad(&grads).unwrap());
         (vals(y), mean, var, gx, gg, gb)
     };
-    let (a, b) = (run(false), run(true));
-    let d = [
-        max_diff(&a.0, &b.0),
-        max_diff(&a.1, &b.1),
-        max_diff(&a.2, &b.2),
-        max_diff(&a.3, &b.3),
-        max_diff(&a.4, &b.4),
-        max_diff(&a.5, &b.5),
-    ];
-    println!("{shape:?}: max |Δ| output, mean, var, dx, dγ, dβ = {d:?}");
-    assert!(d.iter().all(|&e| e < 2e-5), "{shape:?}: {d:?}");
+    let a = run(0);
+    for mode in [1, 2] {
+        let b = run(mode);
+        let d = [
+            max_diff(&a.0, &b.0),
+            max_diff(&a.1, &b.1),
+            max_diff(&a.2, &b.2),
+            max_diff(&a.3, &b.3),
+            max_diff(&a.4, &b.4),
+            max_diff(&a.5, &b.5),
+        ];
+        let name = ["", "fused", "reference"][mode as usize];
+        println!("{shape:?} {name}: max |Δ| output, mean, var, dx, dγ, dβ = {d:?}");
+        assert!(d.iter().all(|&e| e < 2e-5), "{shape:?} {name}: {d:?}");
+    }
     assert!(a.3.iter().any(|v| v.abs() > 1e-3), "the input gradient should not vanish");
 }
 
