@@ -1,14 +1,19 @@
 //! Cross-replica (synchronised) BatchNorm: batch statistics over the global batch of all
 //! data-parallel replicas, as in the paper's distributed training (§3.3, App. J: statistics
 //! aggregated across devices). burn has no SyncBatchNorm, so it is built here on the collective
-//! of [`crate::distributed`]:
+//! of [`crate::distributed`], as a burn backend extension ([`CollectiveOps`]) with a handwritten
+//! autodiff backward:
 //!
-//! * [`collective_sum`] is a differentiable all-reduce (sum over replicas). Its backward sums the
-//!   incoming gradients over replicas too, so each replica's input gradient contains the terms of
-//!   every replica's loss. It is a burn backend extension with a handwritten autodiff backward.
-//! * [`batch_norm_train`] normalises with the global per-channel mean and biased variance, both
-//!   from all-reduced sums (two passes: Σx, then Σ(x−mean)², for an exact variance); the
-//!   normalisation itself is ordinary differentiable burn arithmetic.
+//! * [`batch_norm_train`]: forward all-reduces the per-channel Σx, then Σ(x − μ)² (two passes,
+//!   an exact variance), and normalises with burn's `batch_norm`; backward is PyTorch's
+//!   SyncBatchNorm: Σdy and Σdy·x̂ are all-reduced so each replica's input gradient contains the
+//!   terms of every replica's loss; dγ, dβ stay local (averaged with the other gradients).
+//! * [`collective_sum`]: a differentiable all-reduce (its backward all-reduces the gradient);
+//!   [`batch_norm_train_reference`] composes it with ordinary tensor arithmetic — slower, an
+//!   independent check of the fused operation in the tests.
+//!
+//! Every collective carries a header (call tag, samples per replica) that all replicas must agree
+//! on: replicas out of step stop with a message instead of mixing different layers' statistics.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
