@@ -74,7 +74,7 @@ pub fn global() -> &'static dyn Collective {
 pub fn install(c: Box<dyn Collective>) -> Result<&'static dyn Collective> {
     let (rank, size) = (c.rank(), c.size());
     ensure!(GLOBAL.set(c).is_ok(), "a collective was already installed in this process");
-    eprintln!("data-parallel: rank {rank} of {size} ({})", global().transport());
+    say(&format!("data-parallel: rank {rank} of {size} ({})", global().transport()));
     Ok(global())
 }
 
@@ -151,7 +151,7 @@ impl Session {
     pub fn fail(&self, e: anyhow::Error) -> anyhow::Error {
         if self.active {
             let c = global();
-            eprintln!("error on rank {} of {}: {e:#}\nstopping all ranks", c.rank(), c.size());
+            say(&format!("error on rank {} of {}: {e:#}\nstopping all ranks", c.rank(), c.size()));
             c.abort(1);
         }
         e
@@ -176,9 +176,17 @@ fn install_panic_hook() {
     std::panic::set_hook(Box::new(move |info| {
         default(info);
         let c = global();
-        eprintln!("rank {} of {} panicked; stopping all ranks", c.rank(), c.size());
+        say(&format!("rank {} of {} panicked; stopping all ranks", c.rank(), c.size()));
         c.abort(101);
     }));
+}
+
+/// Writes one line to stderr in a single write, so that lines of several ranks forwarded by
+/// mpirun do not interleave mid-line (`eprintln!` may split a line into several writes).
+pub fn say(msg: &str) {
+    use std::io::Write;
+    let line = format!("{msg}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// The contiguous slice `[start, end)` of a global batch of `global_batch` samples that `rank`
@@ -268,7 +276,7 @@ pub fn inject_fault(step: usize) -> Result<()> {
     }
     match parts.get(2).copied().unwrap_or("exit") {
         "exit" => {
-            eprintln!("BYOL_FAULT: rank {r} exits at step {s}");
+            say(&format!("BYOL_FAULT: rank {r} exits at step {s}"));
             std::process::exit(3)
         }
         "error" => bail!("BYOL_FAULT: injected error on rank {r} at step {s}"),

@@ -87,8 +87,8 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
     let ad = device.clone().autodiff();
     let run_dir = PathBuf::from(&cfg.run.out_dir);
     let ckpt_dir = run_dir.join("checkpoints");
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
     if root {
+        std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
         crate::fsutil::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     }
 
