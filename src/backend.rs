@@ -35,10 +35,14 @@ pub fn check_device_name(name: &str) -> Result<()> {
 pub fn device(name: &str) -> Result<Device> {
     check_device_name(name)?;
     Ok(match name {
+        // Data-parallel ranks on one machine take one GPU each (GPU index = local rank).
         #[cfg(feature = "vulkan")]
-        "vulkan" => Device::vulkan(Default::default()),
+        "vulkan" => Device::vulkan(match crate::distributed::local_rank() {
+            Some(i) => burn::tensor::DeviceKind::DiscreteGpu(i),
+            None => Default::default(),
+        }),
         #[cfg(feature = "cuda")]
-        "cuda" => Device::cuda(0),
+        "cuda" => Device::cuda(crate::distributed::local_rank().unwrap_or(0)),
         #[cfg(feature = "flex")]
         "flex" => Device::flex(),
         other => bail!("device {other:?} is not available in this build"),

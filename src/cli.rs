@@ -163,8 +163,17 @@ fn pretrain(a: PretrainArgs) -> Result<()> {
         }
         None => (PretrainConfig::load(a.preset.as_deref(), a.config.as_deref(), &overrides)?, false),
     };
-    println!("# resolved configuration\n{}", cfg.to_toml());
-    let out = crate::pretrain::pretrain(&cfg, resume)?;
+    // Several processes under mpirun: MPI is set up here and shut down when `session` drops.
+    let session = crate::distributed::init_from_env()?;
+    let root = crate::distributed::is_root();
+    if root {
+        println!("# resolved configuration\n{}", cfg.to_toml());
+    }
+    let out = crate::pretrain::pretrain(&cfg, resume).map_err(|e| session.fail(e))?;
+    drop(session);
+    if !root {
+        return Ok(());
+    }
     println!("run directory: {}", out.run_dir.display());
     println!("steps: {}/{}  last loss: {:.4}", out.steps_done, out.total_steps, out.last_loss);
     match (out.knn_random_init, out.knn_final) {

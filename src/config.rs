@@ -141,6 +141,14 @@ pub struct RunConfig {
     /// directory, checkpoint, `byol export` file or torchvision state dict; `fc.*` ignored).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub init_from: String,
+    /// Data-parallel runs (several ranks under mpirun): BatchNorm statistics over the global
+    /// batch of all replicas (true, the paper's setting) or over each replica's shard (false).
+    #[serde(default = "default_true")]
+    pub sync_bn: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_keep() -> usize {

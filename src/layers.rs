@@ -98,15 +98,25 @@ pub fn bn<const D: usize>(ps: &mut ParamSet, name: &str, x: Tensor<D>, train: bo
     if train {
         let dims = x.dims();
         let n: usize = dims.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, d)| *d).product();
-        let out = batch_norm_train(x, gamma, beta, BN_EPS);
+        // Data-parallel: statistics over the global batch (cross-replica BatchNorm).
+        let (output, mean, variance, n) = match crate::distributed::bn_group() {
+            Some(group) => {
+                let o = crate::sync_bn::batch_norm_train(x, gamma, beta, BN_EPS, group);
+                (o.output, o.mean, o.variance, o.count)
+            }
+            None => {
+                let o = batch_norm_train(x, gamma, beta, BN_EPS);
+                (o.output, o.mean.inner(), o.variance.inner(), n)
+            }
+        };
         let unbias = if n > 1 { n as f32 / (n as f32 - 1.0) } else { 1.0 };
         let rm = ps.param(&rm_name).value.clone();
         let rv = ps.param(&rv_name).value.clone();
-        let new_rm = rm * (1.0 - BN_MOMENTUM) + out.mean.inner() * BN_MOMENTUM;
-        let new_rv = rv * (1.0 - BN_MOMENTUM) + out.variance.inner() * (BN_MOMENTUM * unbias);
+        let new_rm = rm * (1.0 - BN_MOMENTUM) + mean * BN_MOMENTUM;
+        let new_rv = rv * (1.0 - BN_MOMENTUM) + variance * (BN_MOMENTUM * unbias);
         ps.set(&rm_name, new_rm);
         ps.set(&rv_name, new_rv);
-        out.output
+        output
     } else {
         let mut rm = ps.param(&rm_name).value.clone();
         let mut rv = ps.param(&rv_name).value.clone();

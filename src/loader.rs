@@ -111,6 +111,9 @@ struct Inner {
     augmenter: Augmenter,
     cfg: LoaderConfig,
     pool: rayon::ThreadPool,
+    /// Data-parallel shard (rank, replicas): this loader yields rank's contiguous slice of each
+    /// global batch of `cfg.batch_size`; (0, 1) = the whole batch.
+    shard: (usize, usize),
 }
 
 fn build_pool(threads: usize) -> Result<rayon::ThreadPool> {
@@ -141,7 +144,22 @@ pub struct PairLoader {
 impl PairLoader {
     /// Validates the configuration against the data set (channels, batch size).
     pub fn new(dataset: Arc<dyn Dataset>, augment: AugmentConfig, cfg: LoaderConfig) -> Result<Self> {
+        Self::new_sharded(dataset, augment, cfg, 0, 1)
+    }
+
+    /// A loader for replica `rank` of `replicas` in data-parallel training: every replica walks
+    /// the same seeded order of global batches of `cfg.batch_size` and takes its contiguous
+    /// `batch_size / replicas` slice, so R replicas together see exactly the images (and
+    /// augmentations) of one process. Errors if the batch does not split evenly.
+    pub fn new_sharded(
+        dataset: Arc<dyn Dataset>,
+        augment: AugmentConfig,
+        cfg: LoaderConfig,
+        rank: usize,
+        replicas: usize,
+    ) -> Result<Self> {
         check(dataset.as_ref(), &augment, &cfg)?;
+        crate::distributed::shard_range(cfg.batch_size, rank, replicas)?;
         ensure!(
             !cfg.drop_last || dataset.len() >= cfg.batch_size,
             "the data set has {} samples, fewer than one batch of {} (drop_last)",
@@ -150,7 +168,7 @@ impl PairLoader {
         );
         let augmenter = Augmenter::new(augment, cfg.seed)?;
         let pool = build_pool(cfg.threads)?;
-        Ok(Self { inner: Arc::new(Inner { dataset, augmenter, cfg, pool }) })
+        Ok(Self { inner: Arc::new(Inner { dataset, augmenter, cfg, pool, shard: (rank, replicas) }) })
     }
 
     pub fn augmenter(&self) -> &Augmenter {
@@ -229,7 +247,14 @@ fn epoch_order(n: usize, shuffle: bool, seed: u64, epoch: u64) -> Vec<usize> {
 impl Inner {
     fn pair_batch(&self, order: &[usize], epoch: u64, batch: usize) -> Result<PairBatch> {
         let bs = self.cfg.batch_size;
-        let indices = order[(batch * bs).min(order.len())..((batch + 1) * bs).min(order.len())].to_vec();
+        let global = &order[(batch * bs).min(order.len())..((batch + 1) * bs).min(order.len())];
+        let (rank, replicas) = self.shard;
+        let indices = if replicas > 1 {
+            let (a, b) = crate::distributed::shard_range(global.len(), rank, replicas)?;
+            global[a..b].to_vec()
+        } else {
+            global.to_vec()
+        };
         let [c, h, w] = self.augmenter.view_shape();
         let per = c * h * w;
         let (mut view1, mut view2) = (vec![0.0f32; indices.len() * per], vec![0.0f32; indices.len() * per]);
@@ -284,7 +309,7 @@ impl EvalLoader {
         check(dataset.as_ref(), &augment, &cfg)?;
         let augmenter = Augmenter::new(augment, cfg.seed)?;
         let pool = build_pool(cfg.threads)?;
-        Ok(Self { inner: Arc::new(Inner { dataset, augmenter, cfg, pool }) })
+        Ok(Self { inner: Arc::new(Inner { dataset, augmenter, cfg, pool, shard: (0, 1) }) })
     }
 
     /// Number of batches (the last one may be smaller).

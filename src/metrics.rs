@@ -83,8 +83,17 @@ impl MetricsLog {
         Ok(Self { path: path.to_path_buf(), records })
     }
 
+    /// A log kept in memory only (data-parallel ranks other than 0 write no files).
+    pub fn in_memory() -> Self {
+        Self { path: PathBuf::new(), records: Vec::new() }
+    }
+
     /// Appends one record (flushed at once, so a killed run keeps what it logged).
     pub fn write(&mut self, r: &Record) -> Result<()> {
+        if self.path.as_os_str().is_empty() {
+            self.records.push(r.clone());
+            return Ok(());
+        }
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -97,6 +106,9 @@ impl MetricsLog {
     }
 
     fn rewrite(&self) -> Result<()> {
+        if self.path.as_os_str().is_empty() {
+            return Ok(());
+        }
         let mut text = String::new();
         for r in &self.records {
             text.push_str(&serde_json::to_string(r)?);

@@ -74,22 +74,33 @@ pub fn augment_config(cfg: &PretrainConfig) -> Result<crate::augment::AugmentCon
 }
 
 /// Runs (or resumes, when `run_dir` holds a checkpoint and `resume` is set) a pretraining run.
+///
+/// Data-parallel when the process collective ([`crate::distributed::global`]) has several
+/// ranks: each rank trains on its shard of every global batch, gradients are averaged over
+/// ranks, and only rank 0 writes files (config, metrics, checkpoints, plots) and evaluates.
 pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
     crate::backend::set_threads(cfg.run.threads);
+    let dist = crate::distributed::global();
+    let root = dist.rank() == 0;
+    crate::distributed::set_sync_bn(cfg.run.sync_bn);
     let device = crate::backend::device(&cfg.run.device)?;
     let ad = device.clone().autodiff();
     let run_dir = PathBuf::from(&cfg.run.out_dir);
     let ckpt_dir = run_dir.join("checkpoints");
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
-    crate::fsutil::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+    if root {
+        std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
+        crate::fsutil::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+    }
 
     let dataset = open_dataset(cfg, &cfg.data.split, cfg.data.limit)?;
     let aug = augment_config(cfg)?;
     let micro = cfg.optim.batch_size / cfg.optim.accumulate;
-    let loader = PairLoader::new(
+    let loader = PairLoader::new_sharded(
         dataset.clone(),
         aug.clone(),
         LoaderConfig { batch_size: micro, drop_last: true, shuffle: true, seed: cfg.run.seed, prefetch: 3, threads: 0 },
+        dist.rank(),
+        dist.size(),
     )?;
     let steps_per_epoch = loader.batches_per_epoch() / cfg.optim.accumulate;
     if steps_per_epoch == 0 {
@@ -115,7 +126,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
     let probe_on = cfg.monitor.online_probe && num_classes.is_some();
 
     let mut step = 0usize;
-    let mut metrics = MetricsLog::open(&run_dir.join("metrics.jsonl"))?;
+    let mut metrics = if root { MetricsLog::open(&run_dir.join("metrics.jsonl"))? } else { MetricsLog::in_memory() };
     if resume {
         let path = checkpoint::latest(&ckpt_dir)?
             .with_context(|| format!("no checkpoint to resume from in {}", ckpt_dir.display()))?;
@@ -128,7 +139,9 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
         probe.opt.load_state(&ck.probe_optimizer, &device)?;
         step = ck.step;
         metrics.truncate_after(step)?;
-        eprintln!("resuming from {} (step {step} of {total_steps})", path.display());
+        if root {
+            eprintln!("resuming from {} (step {step} of {total_steps})", path.display());
+        }
     } else {
         metrics.clear()?;
         if !cfg.run.init_from.is_empty() {
@@ -136,11 +149,13 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
             crate::encoder_load::init_encoder_from(&mut model.online, "encoder.", &cfg.model.encoder, from)
                 .with_context(|| format!("run.init_from = {}", from.display()))?;
             model.reset_target();
-            eprintln!("encoder initialised from {}", from.display());
+            if root {
+                eprintln!("encoder initialised from {}", from.display());
+            }
         }
     }
 
-    let knn = crate::monitor::KnnMonitor::new(cfg, &aug, num_classes.is_some())?;
+    let knn = if root { crate::monitor::KnnMonitor::new(cfg, &aug, num_classes.is_some())? } else { None };
     let mut outcome = PretrainOutcome {
         run_dir: run_dir.clone(),
         steps_done: step,
@@ -158,7 +173,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
         }
     }
 
-    let bar = progress_bar(total_steps as u64, step as u64);
+    let bar = if root { progress_bar(total_steps as u64, step as u64) } else { None };
     let stop_at = if cfg.run.stop_after > 0 { (step + cfg.run.stop_after).min(total_steps) } else { total_steps };
     let d = cfg.model.projector.out as f64;
     let mut collapsed_for = 0usize;
@@ -172,6 +187,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
         let mut batches = loader.epoch(epoch as u64, start_micro)?.take(usable - start_micro);
         let mut t0 = Instant::now();
         while step < stop_at && step / steps_per_epoch == epoch {
+            crate::distributed::inject_fault(step)?;
             let lr = lr_schedule.at(step);
             let tau_k = tau(cfg.optim.tau_base, step, total_steps);
             let mut grads = GradMap::default();
@@ -186,11 +202,26 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
                 grads.accumulate(out.grads);
                 // Batches with unlabelled images (e.g. STL-10 train+unlabeled) do not train the probe.
                 let labels: Option<Vec<usize>> = b.labels.iter().copied().collect();
+                // Data-parallel: the probe trains only when every replica's shard is labelled.
+                let labels = if probe_on {
+                    let all = crate::distributed::all_true(labels.is_some());
+                    labels.filter(|_| all)
+                } else {
+                    None
+                };
                 if let (true, Some(labels)) = (probe_on, labels) {
                     let (_, c) = probe.step(out.y1, &labels);
                     probe_correct += c;
                     probe_seen += labels.len();
                 }
+            }
+            if dist.size() > 1 {
+                // Every rank applies the gradient of the global mean loss; logged values are
+                // means over ranks, so every rank takes the same stop decisions.
+                crate::distributed::average_gradients(&mut grads)?;
+                let mut v = [loss, z_std];
+                crate::distributed::all_reduce_mean(&mut v);
+                [loss, z_std] = v;
             }
             if !loss.is_finite() {
                 bail!(
@@ -209,7 +240,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
             let healthy = 1.0 / d.sqrt();
             if (z_std as f64) < cfg.monitor.collapse_ratio * healthy {
                 collapsed_for += 1;
-                if collapsed_for == 1 {
+                if collapsed_for == 1 && root {
                     eprintln!("warning: step {step}: representations look collapsed (std of normalised projections {z_std:.2e}, healthy ≈ {healthy:.2e})");
                 }
                 if cfg.monitor.collapse_patience > 0 && collapsed_for >= cfg.monitor.collapse_patience {
@@ -231,10 +262,11 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
                         b.set_position(step as u64);
                         b.set_message(msg);
                     }
-                    None => eprintln!("step {step}/{total_steps} {msg}"),
+                    None if root => eprintln!("step {step}/{total_steps} {msg}"),
+                    None => {}
                 }
             }
-            if cfg.run.checkpoint_every > 0 && step.is_multiple_of(cfg.run.checkpoint_every) {
+            if root && cfg.run.checkpoint_every > 0 && step.is_multiple_of(cfg.run.checkpoint_every) {
                 save(cfg, &model, opt.as_ref(), &probe, step, &ckpt_dir)?;
             }
         }
@@ -254,23 +286,26 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
                     }
                 }
             }
-            if cfg.run.checkpoint_every == 0 || !step.is_multiple_of(cfg.run.checkpoint_every) {
+            if root && (cfg.run.checkpoint_every == 0 || !step.is_multiple_of(cfg.run.checkpoint_every)) {
                 save(cfg, &model, opt.as_ref(), &probe, step, &ckpt_dir)?;
             }
-            if let Err(e) = metrics.plot(&run_dir.join("curves.png")) {
-                eprintln!("warning: could not draw the curves: {e:#}");
+            if root {
+                if let Err(e) = metrics.plot(&run_dir.join("curves.png")) {
+                    eprintln!("warning: could not draw the curves: {e:#}");
+                }
             }
         }
     }
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    if !step.is_multiple_of(steps_per_epoch)
+    if root
+        && !step.is_multiple_of(steps_per_epoch)
         && (cfg.run.checkpoint_every == 0 || !step.is_multiple_of(cfg.run.checkpoint_every))
     {
         save(cfg, &model, opt.as_ref(), &probe, step, &ckpt_dir)?;
     }
-    if step == total_steps {
+    if root && step == total_steps {
         model.online.sub("encoder.").save_safetensors(&run_dir.join("encoder.safetensors"), "")?;
     }
     Ok(outcome)

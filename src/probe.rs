@@ -60,7 +60,11 @@ impl OnlineProbe {
         let preds = argmax_rows(&to_vec(&logits.clone().inner()), self.num_classes);
         let correct = preds.iter().zip(labels).filter(|(p, l)| p == l).count();
         let loss = cross_entropy(logits, labels);
-        let grads = GradMap::collect(&self.params, &loss.backward());
+        let mut grads = GradMap::collect(&self.params, &loss.backward());
+        // Data-parallel: the gradient of the mean loss over every replica's shard.
+        if let Err(e) = crate::distributed::average_gradients(&mut grads) {
+            panic!("online probe: {e:#}");
+        }
         self.opt.step(&mut self.params, &grads, self.lr);
         (loss.inner().into_scalar::<f32>(), correct)
     }
