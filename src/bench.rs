@@ -28,6 +28,11 @@ pub struct BenchCase {
 #[derive(Clone, Debug)]
 pub struct BenchResult {
     pub median_ms: f64,
+    /// Floating-point operations of one step (2 per multiply-add): every convolution pass the
+    /// CPU kernels ran (forward, input and weight gradients; counted by `conv::macs`, so 0 on
+    /// GPU backends) plus the projector/predictor matrix products (forward + 2× backward for the
+    /// online heads, forward for the target projector). BatchNorm, ReLU and the rest are left out.
+    pub flops: f64,
     pub images_per_s: f64,
     pub times_ms: Vec<f64>,
 }
@@ -51,12 +56,15 @@ pub fn bench_step(case: &BenchCase, device_name: &str, warmup: usize, steps: usi
     let mut opt = Lars::new(0.9, 1.5e-6, 1e-3);
     let shape = [case.batch, case.in_channels, case.image_size, case.image_size];
     let mut times = Vec::new();
+    let mut conv_macs = 0usize;
     for i in 0..warmup + steps {
         let v1 = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
         let v2 = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
         let _ = device.sync();
         let t = Instant::now();
+        let macs0 = crate::conv::macs();
         let out = model.forward_backward(v1, v2);
+        conv_macs = crate::conv::macs() - macs0;
         model.apply(&out.grads, &mut opt, 0.1, 0.99);
         let _ = crate::params::to_vec(&model.target.param("encoder.conv1.weight").value);
         let _ = device.sync();
@@ -67,5 +75,8 @@ pub fn bench_step(case: &BenchCase, device_name: &str, warmup: usize, steps: usi
     let mut sorted = times.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let median_ms = sorted[sorted.len() / 2];
-    Ok(BenchResult { median_ms, images_per_s: case.batch as f64 / (median_ms / 1e3), times_ms: times })
+    let (d, h, o) = (model.cfg.encoder.out_dim(), case.proj_hidden, case.proj_out);
+    let head_macs_per_view = case.batch * (3 * (d * h + h * o + o * h + h * o) + (d * h + h * o));
+    let flops = 2.0 * (conv_macs + 2 * head_macs_per_view) as f64;
+    Ok(BenchResult { median_ms, flops, images_per_s: case.batch as f64 / (median_ms / 1e3), times_ms: times })
 }

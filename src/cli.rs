@@ -97,6 +97,10 @@ pub struct BenchArgs {
     pub threads: usize,
     #[arg(long, default_value = "flex")]
     pub device: String,
+    /// The machine's peak GFLOP/s (float32) for the "% of peak" column. Default: 2 cores ×
+    /// 2.5 GHz × 64 FLOP/cycle (two AVX-512 FMA units) = 320, this project's CPU machine.
+    #[arg(long, default_value_t = 320.0)]
+    pub peak_gflops: f64,
 }
 
 #[derive(Args, Debug)]
@@ -198,8 +202,11 @@ fn bench(a: BenchArgs) -> Result<()> {
         "imagenet" => crate::resnet::Stem::Imagenet,
         s => bail!("unknown stem {s:?}; valid: cifar, imagenet"),
     };
-    println!("| model | batch | image | ms/step (median of {}) | images/s |", a.steps);
-    println!("|---|---|---|---|---|");
+    println!(
+        "| model | batch | image | ms/step (median of {}) | images/s | GFLOP/step | GFLOP/s | % of peak ({} GFLOP/s) |",
+        a.steps, a.peak_gflops
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for &width in &a.width {
         for &batch in &a.batch {
             let case = crate::bench::BenchCase {
@@ -213,9 +220,17 @@ fn bench(a: BenchArgs) -> Result<()> {
                 proj_out: a.out,
             };
             let r = crate::bench::bench_step(&case, &a.device, a.warmup, a.steps)?;
+            let rate = r.flops / 1e9 / (r.median_ms / 1e3);
             println!(
-                "| resnet{}-{:?} w{} | {batch} | {}px | {:.1} | {:.1} |",
-                a.depth, stem, width, a.image_size, r.median_ms, r.images_per_s
+                "| resnet{}-{:?} w{} | {batch} | {}px | {:.1} | {:.1} | {:.2} | {rate:.1} | {:.1} |",
+                a.depth,
+                stem,
+                width,
+                a.image_size,
+                r.median_ms,
+                r.images_per_s,
+                r.flops / 1e9,
+                100.0 * rate / a.peak_gflops
             );
         }
     }

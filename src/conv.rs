@@ -20,6 +20,14 @@ use rayon::prelude::*;
 /// convolution path a graph took.
 static CALLS: [AtomicUsize; 3] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
 
+/// Multiply-adds done by the kernels so far (all three passes), for FLOP accounting in benchmarks.
+static MACS: AtomicUsize = AtomicUsize::new(0);
+
+/// Multiply-adds done by the convolution kernels so far in this process.
+pub fn macs() -> usize {
+    MACS.load(Ordering::Relaxed)
+}
+
 /// Calls so far of [`forward`], [`backward_input`] and [`backward_weight`], in this process.
 pub fn calls() -> [usize; 3] {
     [0, 1, 2].map(|i| CALLS[i].load(Ordering::Relaxed))
@@ -271,6 +279,7 @@ fn inner_parallelism(groups: usize) -> gemm::Parallelism {
 /// Forward: `y [n, o, oh, ow] = x [n, c, h, w] ⊛ weight [o, c, k, k]`.
 pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32]) -> Vec<f32> {
     CALLS[0].fetch_add(1, Ordering::Relaxed);
+    MACS.fetch_add(g.macs(), Ordering::Relaxed);
     let (kk, p, gs) = (g.rows(), g.pixels(), group(g));
     let mut y = vec![0.0f32; g.n * g.out_len()];
     if y.is_empty() {
@@ -323,6 +332,7 @@ fn gather_dy(g: &ConvGeom, dy: &[f32], imgs: usize, buf: &mut Vec<f32>) {
 /// Input gradient: `dx = weightᵀ · dy`, folded back onto the images (col2im).
 pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     CALLS[1].fetch_add(1, Ordering::Relaxed);
+    MACS.fetch_add(g.macs(), Ordering::Relaxed);
     let (kk, p, gs) = (g.rows(), g.pixels(), group(g));
     let mut dx = vec![0.0f32; g.n * g.in_len()];
     if dx.is_empty() {
@@ -361,6 +371,7 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
 /// images (its reduction runs over all their pixels), the chunks' partial sums added in order.
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     CALLS[2].fetch_add(1, Ordering::Relaxed);
+    MACS.fetch_add(g.macs(), Ordering::Relaxed);
     let (kk, p) = (g.rows(), g.pixels());
     let wlen = g.o * kk;
     let chunk = group(g).max(WGRAD_CHUNK.min(g.n.max(1)));
