@@ -3,9 +3,11 @@
 # (scripts/bench_pytorch.py), interleaved per case: for each round, each case runs byol once then
 # PyTorch once. Both use --threads $THREADS (default 2), --steps 3 --warmup 1.
 #
-# Usage: BYOL=target/debug/byol PYTHON=python3 bash scripts/bench-vs-pytorch.sh [--with-w64]
-#   --with-w64  also run ResNet-18 CIFAR stem width 64 (slow on small CPUs)
-# Env: BYOL (default target/debug/byol), PYTHON (default python3), ROUNDS (default 2),
+# Cases (issue "[5 of 6]"): ResNet-18 CIFAR stem, widths 16/32/64 × batch 64/256 at 32 px;
+# ResNet-50 ImageNet stem, batch 32 at 128 px; the fashion-mnist preset's shape.
+# Usage: BYOL=target/debug/byol PYTHON=python3 bash scripts/bench-vs-pytorch.sh [--quick]
+#   --quick  only widths 16/32 at batch 64 and the preset shape
+# Env: BYOL (default target/debug/byol), PYTHON (default python3), ROUNDS (default 1),
 #      THREADS (default 2).
 # PyTorch is not part of CI; install it in a venv:
 #   python3 -m venv /tmp/tvenv && /tmp/tvenv/bin/pip install torch torchvision
@@ -14,16 +16,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BYOL=${BYOL:-target/debug/byol}
 PYTHON=${PYTHON:-python3}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-1}
 THREADS=${THREADS:-2}
-WIDTHS="16 32"
-[ "${1:-}" = "--with-w64" ] && WIDTHS="16 32 64"
 
 COMMON="--steps 3 --warmup 1 --threads $THREADS"
 CASES=()
-for w in $WIDTHS; do
-  CASES+=("--stem cifar --width $w --batch 64 --image-size 32 --in-channels 3")
-done
+if [ "${1:-}" = "--quick" ]; then
+  for w in 16 32; do
+    CASES+=("--stem cifar --width $w --batch 64 --image-size 32 --in-channels 3")
+  done
+else
+  for b in 64 256; do
+    for w in 16 32 64; do
+      CASES+=("--stem cifar --width $w --batch $b --image-size 32 --in-channels 3")
+    done
+  done
+  CASES+=("--depth 50 --stem imagenet --width 64 --batch 32 --image-size 128 --in-channels 3")
+fi
 CASES+=("--stem imagenet --width 16 --batch 128 --in-channels 1 --image-size 28 --hidden 512 --out 128")
 
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ)  byol=$BYOL  python=$PYTHON  rounds=$ROUNDS  threads=$THREADS"

@@ -130,7 +130,15 @@ def regression_loss(p, z):
 
 def bench_case(a, width, batch):
     torch.manual_seed(0)
-    enc, d = resnet18(width, a.stem, a.in_channels)
+    if a.depth == 18:
+        enc, d = resnet18(width, a.stem, a.in_channels)
+    else:  # torchvision ResNet-50 (bottleneck v1.5); width = first-stage channels, 64 = standard
+        from torchvision.models.resnet import Bottleneck
+        enc = ResNet(Bottleneck, {50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}[a.depth], width_per_group=width)
+        enc.conv1 = nn.Conv2d(a.in_channels, 64, 7, 2, 3, bias=False) if a.in_channels != 3 else enc.conv1
+        assert a.stem == "imagenet" and width == 64, "ResNet-50 reference: imagenet stem, width 64 only"
+        d = enc.fc.in_features
+        enc.fc = nn.Identity()
     online = nn.ModuleDict({"encoder": enc, "projector": mlp(d, a.hidden, a.out),
                             "predictor": mlp(a.out, a.hidden, a.out)})
     target = nn.ModuleDict({"encoder": copy.deepcopy(online["encoder"]),
@@ -176,6 +184,7 @@ def bench_case(a, width, batch):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--depth", type=int, default=18, choices=[18, 50, 101])
     ap.add_argument("--width", default="16,32,64")
     ap.add_argument("--batch", default="64,256")
     ap.add_argument("--stem", default="cifar", choices=["cifar", "imagenet"])
@@ -196,7 +205,7 @@ def main():
     for w in [int(x) for x in a.width.split(",")]:
         for b in [int(x) for x in a.batch.split(",")]:
             med, ips = bench_case(a, w, b)
-            print(f"| pytorch resnet18-{stem} w{w} | {b} | {a.image_size}px | {med:.1f} | {ips:.1f} |",
+            print(f"| pytorch resnet{a.depth}-{stem} w{w} | {b} | {a.image_size}px | {med:.1f} | {ips:.1f} |",
                   flush=True)
 
 

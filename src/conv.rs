@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
+use crate::dense::{gemm_into, MatRef};
+
 /// Kernel calls so far (forward, input gradient, weight gradient), for tests that check which
 /// convolution path a graph took.
 static CALLS: [AtomicUsize; 3] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
@@ -210,55 +212,9 @@ fn col2im(g: &ConvGeom, cols: &[f32], ld: usize, img: &mut [f32]) {
     }
 }
 
-/// Row-major matrix view: `rows × cols` with element (i, j) at `i·rs + j·cs`.
-#[derive(Clone, Copy)]
-struct View<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
-}
-
-/// `dst[m×n] (row-major, contiguous) = acc·dst + a[m×k]·b[k×n]`; `par` threads inside the GEMM
-/// (callers parallelise over image groups when there are enough of them).
-#[allow(clippy::too_many_arguments)]
-fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], acc: bool, a: View<'_>, b: View<'_>, par: gemm::Parallelism) {
-    assert!(dst.len() >= m * n);
-    assert!(m == 0 || k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len());
-    assert!(n == 0 || k == 0 || (k - 1) * b.rs + (n - 1) * b.cs < b.data.len());
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !acc {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    // SAFETY: the asserts above bound every element gemm reads; `dst` holds m·n elements with
-    // row stride n and column stride 1 and does not alias the inputs (&mut vs &).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            acc,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+/// Strided view `rows × cols` with element (i, j) at `data[i·rs + j·cs]`.
+fn view(data: &[f32], rows: usize, cols: usize, rs: usize, cs: usize) -> MatRef<'_> {
+    MatRef { data, rows, cols, row_stride: rs, col_stride: cs }
 }
 
 /// Images per GEMM: enough that a GEMM has ≥ 256 columns (the late ResNet stages have 1–64
@@ -286,14 +242,14 @@ pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32]) -> Vec<f32> {
         return y;
     }
     let par = inner_parallelism(g.n.div_ceil(gs));
-    let wv = View { data: weight, rs: kk, cs: 1 };
+    let wv = view(weight, g.o, kk, kk, 1);
     y.par_chunks_mut(gs * g.out_len()).enumerate().for_each_init(
         || (Vec::new(), Vec::new()),
         |(cols, out), (gi, yg)| {
             let imgs = yg.len() / g.out_len();
             let x0 = gi * gs * g.in_len();
             if imgs == 1 && g.pointwise() {
-                gemm(g.o, p, kk, yg, false, wv, View { data: &x[x0..x0 + g.in_len()], rs: p, cs: 1 }, par);
+                gemm_into(yg, false, wv, view(&x[x0..x0 + g.in_len()], kk, p, p, 1), par);
                 return;
             }
             let ld = imgs * p;
@@ -302,12 +258,12 @@ pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32]) -> Vec<f32> {
                 im2col(g, &x[x0 + j * g.in_len()..][..g.in_len()], &mut cols[j * p..], ld);
             }
             if imgs == 1 {
-                gemm(g.o, p, kk, yg, false, wv, View { data: cols, rs: ld, cs: 1 }, par);
+                gemm_into(yg, false, wv, view(cols, kk, p, ld, 1), par);
                 return;
             }
             // [o, imgs·p] → imgs × [o, p]
             out.resize(g.o * ld, 0.0);
-            gemm(g.o, ld, kk, out, false, wv, View { data: cols, rs: ld, cs: 1 }, par);
+            gemm_into(out, false, wv, view(cols, kk, ld, ld, 1), par);
             for j in 0..imgs {
                 for oc in 0..g.o {
                     yg[j * g.out_len() + oc * p..][..p].copy_from_slice(&out[oc * ld + j * p..][..p]);
@@ -340,7 +296,7 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     }
     let par = inner_parallelism(g.n.div_ceil(gs));
     // weightᵀ as a view: (row r, col o) at o·kk + r.
-    let wt = View { data: weight, rs: 1, cs: kk };
+    let wt = view(weight, kk, g.o, 1, kk);
     dx.par_chunks_mut(gs * g.in_len()).enumerate().for_each_init(
         || (Vec::new(), Vec::new()),
         |(cols, dyg), (gi, dxg)| {
@@ -348,17 +304,17 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
             let dy0 = &dy[gi * gs * g.out_len()..][..imgs * g.out_len()];
             let ld = imgs * p;
             let dyv = if imgs == 1 {
-                View { data: dy0, rs: p, cs: 1 }
+                view(dy0, g.o, p, p, 1)
             } else {
                 gather_dy(g, dy0, imgs, dyg);
-                View { data: dyg, rs: ld, cs: 1 }
+                view(dyg, g.o, ld, ld, 1)
             };
             if imgs == 1 && g.pointwise() {
-                gemm(kk, p, g.o, dxg, false, wt, dyv, par);
+                gemm_into(dxg, false, wt, dyv, par);
                 return;
             }
             cols.resize(kk * ld, 0.0);
-            gemm(kk, ld, g.o, cols, false, wt, dyv, par);
+            gemm_into(cols, false, wt, dyv, par);
             for j in 0..imgs {
                 col2im(g, &cols[j * p..], ld, &mut dxg[j * g.in_len()..][..g.in_len()]);
             }
@@ -392,16 +348,7 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
             let mut dyg = Vec::new();
             gather_dy(g, &dy[first * g.out_len()..][..imgs * g.out_len()], imgs, &mut dyg);
             let mut acc = vec![0.0f32; wlen];
-            gemm(
-                g.o,
-                kk,
-                ld,
-                &mut acc,
-                false,
-                View { data: &dyg, rs: ld, cs: 1 },
-                View { data: &cols_t, rs: kk, cs: 1 },
-                par,
-            );
+            gemm_into(&mut acc, false, view(&dyg, g.o, ld, ld, 1), view(&cols_t, ld, kk, kk, 1), par);
             acc
         })
         .collect();

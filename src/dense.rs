@@ -47,6 +47,13 @@ impl<'a> MatRef<'a> {
 /// `dst = a · b` (overwrites `dst`, which must hold `a.rows × b.cols` row-major values).
 /// `threads`: 1 runs on the calling thread; 0 or more lets `gemm` use rayon.
 pub fn matmul_into(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, threads: usize) {
+    let parallelism = if threads == 1 { Parallelism::None } else { Parallelism::Rayon(threads) };
+    gemm_into(dst, false, a, b, parallelism);
+}
+
+/// `dst = a · b`, or `dst += a · b` when `accumulate`; `dst` is row-major `a.rows × b.cols`
+/// (exactly that many values). The one checked entry point to the `gemm` crate.
+pub fn gemm_into(dst: &mut [f32], accumulate: bool, a: MatRef<'_>, b: MatRef<'_>, parallelism: Parallelism) {
     assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
     let (m, n, k) = (a.rows, b.cols, a.cols);
     assert_eq!(dst.len(), m * n, "matmul: destination has the wrong size");
@@ -55,13 +62,14 @@ pub fn matmul_into(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, threads: usize
         return;
     }
     if k == 0 {
-        dst.fill(0.0);
+        if !accumulate {
+            dst.fill(0.0);
+        }
         return;
     }
-    let parallelism = if threads == 1 { Parallelism::None } else { Parallelism::Rayon(threads) };
     // SAFETY: the views were bounds-checked above, `dst` has exactly m*n elements with row
     // stride n and column stride 1, and the inputs do not alias `dst` (shared vs. mutable
-    // borrows). With read_dst = false gemm writes dst := 1.0 * a * b.
+    // borrows). gemm writes dst := 1.0·dst + 1.0·a·b when read_dst, else dst := 1.0·a·b.
     unsafe {
         gemm::gemm(
             m,
@@ -70,14 +78,14 @@ pub fn matmul_into(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, threads: usize
             dst.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,
             a.row_stride as isize,
             b.data.as_ptr(),
             b.col_stride as isize,
             b.row_stride as isize,
-            0.0f32,
+            1.0f32,
             1.0f32,
             false,
             false,
