@@ -33,6 +33,7 @@ fn pretrain_args(out: &Path, steps: usize, extra: &[&str]) -> Vec<String> {
         "data.limit=64".into(),
         "optim.batch_size=8".into(),
         "optim.epochs=1".into(),
+        "optim.optimizer=\"lars\"".into(),
         format!("run.stop_after={steps}"),
         "monitor.knn_every=0".into(),
         "run.threads=1".into(),

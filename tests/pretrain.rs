@@ -44,31 +44,34 @@ fn killed_and_resumed_run_reproduces_every_loss_bit_exactly() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let full = pretrain(&tiny(&a, &[]), false).unwrap();
-    assert_eq!(full.steps_done, 8);
-    let want = MetricsLog::open(&a.join("metrics.jsonl")).unwrap().losses();
-    assert_eq!(want.len(), 8);
-    assert!(want.iter().all(|(_, l)| l.is_finite()));
+    // Both pretraining optimizers (their momentum state is part of the checkpoint).
+    for (name, opt) in [("lars", "optim.optimizer=\"lars\""), ("sgd", "optim.optimizer=\"sgd\"")] {
+        let (a, b) = (dir.path().join(format!("a-{name}")), dir.path().join(format!("b-{name}")));
+        let full = pretrain(&tiny(&a, &[opt]), false).unwrap();
+        assert_eq!(full.steps_done, 8);
+        let want = MetricsLog::open(&a.join("metrics.jsonl")).unwrap().losses();
+        assert_eq!(want.len(), 8);
+        assert!(want.iter().all(|(_, l)| l.is_finite()));
 
-    // Stop after 5 steps, then pretend the process was killed before writing the checkpoint of
-    // step 5: the newest checkpoint is step 4, and metrics.jsonl already holds step 5.
-    let part = pretrain(&tiny(&b, &["run.stop_after=5"]), false).unwrap();
-    assert_eq!(part.steps_done, 5);
-    std::fs::remove_file(b.join("checkpoints/step-00000005.safetensors")).unwrap();
-    let resumed = pretrain(&tiny(&b, &[]), true).unwrap();
-    assert_eq!(resumed.steps_done, 8);
-    let got = MetricsLog::open(&b.join("metrics.jsonl")).unwrap().losses();
-    assert_eq!(got.len(), 8, "steps after the checkpoint are logged once: {got:?}");
-    for ((sa, la), (sb, lb)) in want.iter().zip(&got) {
-        assert_eq!(sa, sb);
-        assert_eq!(la.to_bits(), lb.to_bits(), "step {sa}: {la} vs {lb}");
+        // Stop after 5 steps, then pretend the process was killed before writing the checkpoint of
+        // step 5: the newest checkpoint is step 4, and metrics.jsonl already holds step 5.
+        let part = pretrain(&tiny(&b, &[opt, "run.stop_after=5"]), false).unwrap();
+        assert_eq!(part.steps_done, 5);
+        std::fs::remove_file(b.join("checkpoints/step-00000005.safetensors")).unwrap();
+        let resumed = pretrain(&tiny(&b, &[opt]), true).unwrap();
+        assert_eq!(resumed.steps_done, 8);
+        let got = MetricsLog::open(&b.join("metrics.jsonl")).unwrap().losses();
+        assert_eq!(got.len(), 8, "steps after the checkpoint are logged once: {got:?}");
+        for ((sa, la), (sb, lb)) in want.iter().zip(&got) {
+            assert_eq!(sa, sb);
+            assert_eq!(la.to_bits(), lb.to_bits(), "{opt}: step {sa}: {la} vs {lb}");
+        }
+        // The final encoders are identical too.
+        let ea = byol::params::read_safetensors(&a.join("encoder.safetensors")).unwrap();
+        let eb = byol::params::read_safetensors(&b.join("encoder.safetensors")).unwrap();
+        assert_eq!(ea, eb);
+        assert!(a.join("curves.png").exists() && a.join("config.toml").exists());
     }
-    // The final encoders are identical too.
-    let ea = byol::params::read_safetensors(&a.join("encoder.safetensors")).unwrap();
-    let eb = byol::params::read_safetensors(&b.join("encoder.safetensors")).unwrap();
-    assert_eq!(ea, eb);
-    assert!(a.join("curves.png").exists() && a.join("config.toml").exists());
 }
 
 #[test]
@@ -96,6 +99,11 @@ fn configuration_errors_name_what_is_valid() {
     assert!(err.contains("fashion-mnist") && err.contains("cifar10-resnet18"), "{err}");
     let err =
         format!("{:#}", PretrainConfig::load(Some("fashion-mnist"), None, &["optim.epochs=0".into()]).unwrap_err());
+    let opt_err = format!(
+        "{:#}",
+        PretrainConfig::load(Some("fashion-mnist"), None, &["optim.optimizer=adam".into()]).unwrap_err()
+    );
+    assert!(opt_err.contains("adam") && opt_err.contains("lars") && opt_err.contains("sgd"), "{opt_err}");
     assert!(err.contains("epochs"), "{err}");
     let err = format!(
         "{:#}",
