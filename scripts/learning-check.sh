@@ -4,7 +4,7 @@
 # random init) from the run's metrics.jsonl, for BENCHMARKS.md. Minutes, not part of CI.
 #
 # Usage: scripts/learning-check.sh RUN_DIR [--set key=value ...]
-#   scripts/learning-check.sh /tmp/runs/fm                          # the preset (~12 min, 2 cores)
+#   scripts/learning-check.sh /tmp/runs/fm                          # the preset (~8 min, 2 cores)
 #   scripts/learning-check.sh /tmp/runs/fm5 --set optim.epochs=5    # the longer curve (~22 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
