@@ -5,9 +5,6 @@
 //! becomes non-finite is recorded as a failed trial, not an error.
 
 use anyhow::{bail, ensure, Result};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// Peak learning rates tried by default: the paper's App. C.2 grid {0.005, 0.01, 0.02, 0.05,
@@ -65,16 +62,10 @@ pub fn check_lrs(lrs: &[f64]) -> Result<()> {
 pub fn balanced_holdout(labels: &[usize], fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
     ensure!(fraction > 0.0 && fraction < 1.0, "--holdout must be in (0, 1), got {fraction}");
     let classes = labels.iter().max().map_or(0, |m| m + 1);
-    let mut per_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
-    for (i, &l) in labels.iter().enumerate() {
-        per_class[l].push(i);
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut fit, mut val) = (Vec::new(), Vec::new());
-    for members in per_class.iter_mut().filter(|m| !m.is_empty()) {
+    for members in crate::label_subset::shuffled_by_class(labels, classes, seed) {
         let m = members.len();
         let k = if m < 2 { 0 } else { ((fraction * m as f64).round() as usize).clamp(1, m - 1) };
-        members.shuffle(&mut rng);
         val.extend_from_slice(&members[..k]);
         fit.extend_from_slice(&members[k..]);
     }

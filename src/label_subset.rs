@@ -10,6 +10,22 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// The positions of every class present in `labels` (all below `classes`), each list shuffled
+/// with one RNG seeded by `seed`, classes in order. The seeded class-balanced draws (label subsets,
+/// the fine-tuning hold-out) take their share from the front of each list.
+pub(crate) fn shuffled_by_class(labels: &[usize], classes: usize, seed: u64) -> Vec<Vec<usize>> {
+    let mut per_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        per_class[l].push(i);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    per_class.retain(|m| !m.is_empty());
+    for members in &mut per_class {
+        members.shuffle(&mut rng);
+    }
+    per_class
+}
+
 /// A reproducible subset of a labelled training set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LabelSubset {
@@ -28,19 +44,12 @@ impl LabelSubset {
     pub fn balanced(labels: &[usize], num_classes: usize, fraction: f64, seed: u64) -> Result<Self> {
         ensure!(fraction > 0.0 && fraction <= 1.0, "label subset: fraction must be in (0, 1], got {fraction}");
         ensure!(!labels.is_empty(), "label subset: the labelled training set is empty");
-        let mut per_class: Vec<Vec<usize>> = vec![Vec::new(); num_classes];
-        for (i, &l) in labels.iter().enumerate() {
-            ensure!(
-                l < num_classes,
-                "label subset: label {l} of sample {i} is not below the class count {num_classes}"
-            );
-            per_class[l].push(i);
+        if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l >= num_classes) {
+            bail!("label subset: label {l} of sample {i} is not below the class count {num_classes}");
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut indices = Vec::new();
-        for members in per_class.iter_mut().filter(|m| !m.is_empty()) {
+        for members in shuffled_by_class(labels, num_classes, seed) {
             let keep = ((fraction * members.len() as f64).round() as usize).clamp(1, members.len());
-            members.shuffle(&mut rng);
             indices.extend_from_slice(&members[..keep]);
         }
         indices.sort_unstable();
