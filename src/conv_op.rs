@@ -21,22 +21,30 @@ use crate::conv::{self, ConvGeom};
 pub trait ConvBackend: burn::backend::Backend {
     /// `x [n, c, h, w] ⊛ weight [o, c, k, k]`.
     fn byol_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize) -> FloatTensor<Self>;
-    /// Input gradient of [`ConvBackend::byol_conv2d`] for the output gradient `dy`.
+    /// Input gradient of [`ConvBackend::byol_conv2d`] for the output gradient `dy`, called by the
+    /// autodiff node on the inner backend. The default (taken by the autodiff backend itself)
+    /// states that second-order gradients are not supported.
     fn byol_conv2d_dx(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         stride: usize,
         pad: usize,
-    ) -> FloatTensor<Self>;
-    /// Weight gradient of [`ConvBackend::byol_conv2d`] for the output gradient `dy`.
+    ) -> FloatTensor<Self> {
+        let _ = (x, weight, dy, stride, pad);
+        unimplemented!("second-order gradients of the convolution are not supported")
+    }
+    /// Weight gradient of [`ConvBackend::byol_conv2d`] for the output gradient `dy` (same default).
     fn byol_conv2d_dw(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         stride: usize,
         pad: usize,
-    ) -> FloatTensor<Self>;
+    ) -> FloatTensor<Self> {
+        let _ = (x, weight, dy, stride, pad);
+        unimplemented!("second-order gradients of the convolution are not supported")
+    }
 }
 
 fn dims4(t: &FlexTensor) -> [usize; 4] {
@@ -113,24 +121,6 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
                 prep.finish(B::byol_conv2d(x.into_primitive(), weight.into_primitive(), stride, pad))
             }
         }
-    }
-    fn byol_conv2d_dx(
-        _x: FloatTensor<Self>,
-        _w: FloatTensor<Self>,
-        _dy: FloatTensor<Self>,
-        _stride: usize,
-        _pad: usize,
-    ) -> FloatTensor<Self> {
-        unimplemented!("second-order gradients of the convolution are not supported")
-    }
-    fn byol_conv2d_dw(
-        _x: FloatTensor<Self>,
-        _w: FloatTensor<Self>,
-        _dy: FloatTensor<Self>,
-        _stride: usize,
-        _pad: usize,
-    ) -> FloatTensor<Self> {
-        unimplemented!("second-order gradients of the convolution are not supported")
     }
 }
 

@@ -1,6 +1,7 @@
 //! Dense row-major `f32` matrix views and a checked wrapper around the `gemm` crate's blocked
 //! matrix product. Used by the evaluation code (kNN similarity blocks, linear probe, logistic
-//! regression), which works on precomputed feature matrices rather than burn tensors.
+//! regression), which works on precomputed feature matrices rather than burn tensors, and by the
+//! CPU convolution kernels (src/conv.rs).
 
 use gemm::Parallelism;
 

@@ -63,7 +63,8 @@ impl Record {
 
 /// The metrics file of a run, with its records in memory.
 pub struct MetricsLog {
-    path: PathBuf,
+    /// The metrics file; `None` for a log kept in memory only.
+    path: Option<PathBuf>,
     pub records: Vec<Record>,
 }
 
@@ -80,41 +81,36 @@ impl MetricsLog {
                 );
             }
         }
-        Ok(Self { path: path.to_path_buf(), records })
+        Ok(Self { path: Some(path.to_path_buf()), records })
     }
 
     /// A log kept in memory only (data-parallel ranks other than 0 write no files).
     pub fn in_memory() -> Self {
-        Self { path: PathBuf::new(), records: Vec::new() }
+        Self { path: None, records: Vec::new() }
     }
 
     /// Appends one record (flushed at once, so a killed run keeps what it logged).
     pub fn write(&mut self, r: &Record) -> Result<()> {
-        if self.path.as_os_str().is_empty() {
-            self.records.push(r.clone());
-            return Ok(());
+        if let Some(path) = &self.path {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            writeln!(f, "{}", serde_json::to_string(r)?).with_context(|| format!("cannot write {}", path.display()))?;
         }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .with_context(|| format!("cannot open {}", self.path.display()))?;
-        writeln!(f, "{}", serde_json::to_string(r)?)
-            .with_context(|| format!("cannot write {}", self.path.display()))?;
         self.records.push(r.clone());
         Ok(())
     }
 
     fn rewrite(&self) -> Result<()> {
-        if self.path.as_os_str().is_empty() {
-            return Ok(());
-        }
+        let Some(path) = &self.path else { return Ok(()) };
         let mut text = String::new();
         for r in &self.records {
             text.push_str(&serde_json::to_string(r)?);
             text.push('\n');
         }
-        crate::fsutil::write_atomic(&self.path, text.as_bytes())
+        crate::fsutil::write_atomic(path, text.as_bytes())
     }
 
     /// Drops every record after `step` (resume from a checkpoint at `step`).

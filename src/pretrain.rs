@@ -209,7 +209,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
                 } else {
                     None
                 };
-                if let (true, Some(labels)) = (probe_on, labels) {
+                if let Some(labels) = labels {
                     let (_, c) = probe.step(out.y1, &labels);
                     probe_correct += c;
                     probe_seen += labels.len();
