@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::prelude::*;
 
 use crate::dense::{gemm_into, MatRef};
+use crate::unfold::Unfold;
 
 /// Kernel calls so far (forward, input gradient, weight gradient), for tests that check which
 /// convolution path a graph took.
@@ -89,129 +90,6 @@ impl ConvGeom {
     }
 }
 
-/// Output positions `o` with `0 <= o·stride + tap − pad < len`.
-fn valid_range(out: usize, len: usize, stride: usize, pad: usize, tap: usize) -> (usize, usize) {
-    let lo = if tap >= pad { 0 } else { (pad - tap).div_ceil(stride) };
-    // o·stride + tap − pad ≤ len − 1  ⇔  o ≤ (len − 1 + pad − tap) / stride
-    let hi = if len + pad > tap { ((len - 1 + pad - tap) / stride + 1).min(out) } else { 0 };
-    (lo.min(hi), hi)
-}
-
-/// Half-open ranges `lo..hi` of output positions, one per kernel tap.
-type TapRanges = Vec<(usize, usize)>;
-
-/// Valid output rows and columns of every kernel tap: `(rows[ki], cols[kj])`.
-fn tap_ranges(g: &ConvGeom) -> (TapRanges, TapRanges) {
-    let rows = (0..g.k).map(|t| valid_range(g.oh, g.h, g.stride, g.pad, t)).collect();
-    let cols = (0..g.k).map(|t| valid_range(g.ow, g.w, g.stride, g.pad, t)).collect();
-    (rows, cols)
-}
-
-/// Unfolds one image `[c, h, w]` into `cols [c·k·k, oh·ow]` (zeros where the kernel reads
-/// padding); row `r` starts at `cols[r·ld]` (`ld ≥ oh·ow`: images side by side in one matrix).
-fn im2col(g: &ConvGeom, img: &[f32], cols: &mut [f32], ld: usize) {
-    let p = g.pixels();
-    let (yr, xr) = tap_ranges(g);
-    for ci in 0..g.c {
-        let plane = &img[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-        for ki in 0..g.k {
-            let (ylo, yhi) = yr[ki];
-            for kj in 0..g.k {
-                let row = &mut cols[((ci * g.k + ki) * g.k + kj) * ld..][..p];
-                let (xlo, xhi) = xr[kj];
-                for oy in 0..g.oh {
-                    let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
-                    if oy < ylo || oy >= yhi || xlo >= xhi {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let iy = oy * g.stride + ki - g.pad;
-                    let src = &plane[iy * g.w..(iy + 1) * g.w];
-                    dst[..xlo].fill(0.0);
-                    dst[xhi..].fill(0.0);
-                    let ix0 = xlo * g.stride + kj - g.pad;
-                    if g.stride == 1 {
-                        dst[xlo..xhi].copy_from_slice(&src[ix0..ix0 + (xhi - xlo)]);
-                    } else {
-                        for (d, s) in dst[xlo..xhi].iter_mut().zip(src[ix0..].iter().step_by(g.stride)) {
-                            *d = *s;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Unfolds one image into the transposed column matrix `cols_t [oh·ow, c·k·k]` (row-major), the
-/// layout in which the weight-gradient GEMM runs at full speed (its reduction over pixels then
-/// reads both operands along rows).
-fn im2col_t(g: &ConvGeom, img: &[f32], padded: &mut Vec<f32>, cols_t: &mut [f32]) {
-    let kk = g.rows();
-    let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
-    // Zero-padded copy of the image, so the gather below needs no bounds checks.
-    padded.clear();
-    padded.resize(g.c * hp * wp, 0.0);
-    for ci in 0..g.c {
-        for y in 0..g.h {
-            let src = &img[(ci * g.h + y) * g.w..][..g.w];
-            padded[(ci * hp + y + g.pad) * wp + g.pad..][..g.w].copy_from_slice(src);
-        }
-    }
-    for oy in 0..g.oh {
-        for ox in 0..g.ow {
-            let dst = &mut cols_t[(oy * g.ow + ox) * kk..][..kk];
-            let (y0, x0) = (oy * g.stride, ox * g.stride);
-            let mut r = 0;
-            for ci in 0..g.c {
-                for ki in 0..g.k {
-                    let src = &padded[(ci * hp + y0 + ki) * wp + x0..][..g.k];
-                    for (d, v) in dst[r..r + g.k].iter_mut().zip(src) {
-                        *d = *v;
-                    }
-                    r += g.k;
-                }
-            }
-        }
-    }
-}
-
-/// Adds `cols [c·k·k, oh·ow]` (row stride `ld`) back onto one image gradient `[c, h, w]` (the
-/// adjoint of [`im2col`]).
-fn col2im(g: &ConvGeom, cols: &[f32], ld: usize, img: &mut [f32]) {
-    let p = g.pixels();
-    let (yr, xr) = tap_ranges(g);
-    img.fill(0.0);
-    for ci in 0..g.c {
-        let plane = &mut img[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-        for ki in 0..g.k {
-            let (ylo, yhi) = yr[ki];
-            for kj in 0..g.k {
-                let row = &cols[((ci * g.k + ki) * g.k + kj) * ld..][..p];
-                let (xlo, xhi) = xr[kj];
-                if xlo >= xhi {
-                    continue;
-                }
-                for oy in ylo..yhi {
-                    let src = &row[oy * g.ow + xlo..oy * g.ow + xhi];
-                    let iy = oy * g.stride + ki - g.pad;
-                    let ix0 = xlo * g.stride + kj - g.pad;
-                    let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
-                    if g.stride == 1 {
-                        for (d, s) in dst[ix0..ix0 + src.len()].iter_mut().zip(src) {
-                            *d += *s;
-                        }
-                    } else {
-                        for (d, s) in dst[ix0..].iter_mut().step_by(g.stride).zip(src) {
-                            *d += *s;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Strided view `rows × cols` with element (i, j) at `data[i·rs + j·cs]`.
 fn view(data: &[f32], rows: usize, cols: usize, rs: usize, cs: usize) -> MatRef<'_> {
     MatRef { data, rows, cols, row_stride: rs, col_stride: cs }
@@ -243,9 +121,10 @@ pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32]) -> Vec<f32> {
     }
     let par = inner_parallelism(g.n.div_ceil(gs));
     let wv = view(weight, g.o, kk, kk, 1);
+    let unfold = Unfold::new(g);
     y.par_chunks_mut(gs * g.out_len()).enumerate().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(cols, out), (gi, yg)| {
+        || (Vec::new(), Vec::new(), Vec::new()),
+        |(cols, out, padded), (gi, yg)| {
             let imgs = yg.len() / g.out_len();
             let x0 = gi * gs * g.in_len();
             if imgs == 1 && g.pointwise() {
@@ -255,7 +134,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32]) -> Vec<f32> {
             let ld = imgs * p;
             cols.resize(kk * ld, 0.0);
             for j in 0..imgs {
-                im2col(g, &x[x0 + j * g.in_len()..][..g.in_len()], &mut cols[j * p..], ld);
+                unfold.im2col(g, &x[x0 + j * g.in_len()..][..g.in_len()], padded, &mut cols[j * p..], ld);
             }
             if imgs == 1 {
                 gemm_into(yg, false, wv, view(cols, kk, p, ld, 1), par);
@@ -297,9 +176,10 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     let par = inner_parallelism(g.n.div_ceil(gs));
     // weightᵀ as a view: (row r, col o) at o·kk + r.
     let wt = view(weight, kk, g.o, 1, kk);
+    let unfold = Unfold::new(g);
     dx.par_chunks_mut(gs * g.in_len()).enumerate().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(cols, dyg), (gi, dxg)| {
+        || (Vec::new(), Vec::new(), Vec::new()),
+        |(cols, dyg, padded), (gi, dxg)| {
             let imgs = dxg.len() / g.in_len();
             let dy0 = &dy[gi * gs * g.out_len()..][..imgs * g.out_len()];
             let ld = imgs * p;
@@ -316,7 +196,7 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
             cols.resize(kk * ld, 0.0);
             gemm_into(cols, false, wt, dyv, par);
             for j in 0..imgs {
-                col2im(g, &cols[j * p..], ld, &mut dxg[j * g.in_len()..][..g.in_len()]);
+                unfold.col2im(g, &cols[j * p..], ld, padded, &mut dxg[j * g.in_len()..][..g.in_len()]);
             }
         },
     );
@@ -333,6 +213,7 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let chunk = group(g).max(WGRAD_CHUNK.min(g.n.max(1)));
     let chunks: Vec<usize> = (0..g.n.div_ceil(chunk)).collect();
     let par = inner_parallelism(chunks.len());
+    let unfold = Unfold::transposed(g);
     let partials: Vec<Vec<f32>> = chunks
         .par_iter()
         .map(|&ch| {
@@ -343,7 +224,7 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
             let mut padded = Vec::new();
             for j in 0..imgs {
                 let img = &x[(first + j) * g.in_len()..][..g.in_len()];
-                im2col_t(g, img, &mut padded, &mut cols_t[j * p * kk..(j + 1) * p * kk]);
+                unfold.im2col_t(g, img, &mut padded, &mut cols_t[j * p * kk..(j + 1) * p * kk]);
             }
             let mut dyg = Vec::new();
             gather_dy(g, &dy[first * g.out_len()..][..imgs * g.out_len()], imgs, &mut dyg);

@@ -2,12 +2,11 @@
 //! PyTorch `nn.Sequential` names `net.0`, `net.1`, `net.3` used by lightly and solo-learn.
 //! Paper sizes: projector d → 4096 → 256, predictor 256 → 4096 → 256.
 
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{add_bn, add_linear, bn, linear};
+use crate::layers::{add_bn, add_linear, bn_relu, linear};
 use crate::params::ParamSet;
 
 /// Sizes of one MLP head.
@@ -43,6 +42,6 @@ pub fn init(in_dim: usize, cfg: &MlpConfig, rng: &mut ChaCha8Rng, device: &Devic
 /// Forward pass `[N, in] → [N, out]`, parameters under `prefix` (e.g. `"projector."`).
 pub fn forward(ps: &mut ParamSet, prefix: &str, x: Tensor<2>, train: bool) -> Tensor<2> {
     let h = linear(ps, &format!("{prefix}net.0"), x);
-    let h = relu(bn(ps, &format!("{prefix}net.1"), h, train));
+    let h = bn_relu(ps, &format!("{prefix}net.1"), h, train);
     linear(ps, &format!("{prefix}net.3"), h)
 }

@@ -7,7 +7,8 @@
 //! module, the mode is explicit, so the BYOL target (paper §3.1: target BN in training mode) runs
 //! batch statistics even though it lives on the non-autodiff backend.
 
-use burn::tensor::module::{batch_norm, batch_norm_train};
+use burn::tensor::activation::relu;
+use burn::tensor::module::batch_norm;
 use burn::tensor::{Device, Tensor};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -92,6 +93,15 @@ pub fn linear(ps: &ParamSet, name: &str, x: Tensor<2>) -> Tensor<2> {
 /// BatchNorm over dimension 1 of a rank-D input (D = 2 for BatchNorm1d, 4 for BatchNorm2d).
 /// `train = true`: batch statistics, and the running estimates in `ps` are updated.
 pub fn bn<const D: usize>(ps: &mut ParamSet, name: &str, x: Tensor<D>, train: bool) -> Tensor<D> {
+    bn_maybe_relu(ps, name, x, train, false)
+}
+
+/// `relu(bn(x))`, fused into one operation on the CPU in training mode ([`crate::bn_op`]).
+pub fn bn_relu<const D: usize>(ps: &mut ParamSet, name: &str, x: Tensor<D>, train: bool) -> Tensor<D> {
+    bn_maybe_relu(ps, name, x, train, true)
+}
+
+fn bn_maybe_relu<const D: usize>(ps: &mut ParamSet, name: &str, x: Tensor<D>, train: bool, act: bool) -> Tensor<D> {
     let gamma = ps.tensor::<1>(&format!("{name}.weight"));
     let beta = ps.tensor::<1>(&format!("{name}.bias"));
     let (rm_name, rv_name) = (format!("{name}.running_mean"), format!("{name}.running_var"));
@@ -102,11 +112,12 @@ pub fn bn<const D: usize>(ps: &mut ParamSet, name: &str, x: Tensor<D>, train: bo
         let (output, mean, variance, n) = match crate::distributed::bn_group() {
             Some(group) => {
                 let o = crate::sync_bn::batch_norm_train(x, gamma, beta, BN_EPS, group);
-                (o.output, o.mean, o.variance, o.count)
+                let y = if act { relu(o.output) } else { o.output };
+                (y, o.mean, o.variance, o.count)
             }
             None => {
-                let o = batch_norm_train(x, gamma, beta, BN_EPS);
-                (o.output, o.mean.inner(), o.variance.inner(), n)
+                let (y, mean, variance) = crate::bn_op::batch_norm_train(x, gamma, beta, BN_EPS, act);
+                (y, mean, variance, n)
             }
         };
         let unbias = if n > 1 { n as f32 / (n as f32 - 1.0) } else { 1.0 };
@@ -124,6 +135,11 @@ pub fn bn<const D: usize>(ps: &mut ParamSet, name: &str, x: Tensor<D>, train: bo
             rm = rm.autodiff();
             rv = rv.autodiff();
         }
-        batch_norm(x, gamma, beta, rm, rv, BN_EPS)
+        let y = batch_norm(x, gamma, beta, rm, rv, BN_EPS);
+        if act {
+            relu(y)
+        } else {
+            y
+        }
     }
 }

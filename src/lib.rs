@@ -3,6 +3,7 @@
 pub mod augment;
 pub mod backend;
 pub mod bench;
+pub mod bn_op;
 pub mod byol;
 pub mod checkpoint;
 pub mod cli;
@@ -54,3 +55,4 @@ pub mod scores;
 pub mod softmax;
 pub mod subset;
 pub mod sync_bn;
+pub mod unfold;

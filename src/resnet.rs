@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{add_bn, add_conv, bn, conv};
+use crate::layers::{add_bn, add_conv, bn, bn_relu, conv};
 use crate::params::ParamSet;
 
 /// Residual block type.
@@ -153,7 +153,7 @@ pub fn forward(cfg: &ResNetConfig, ps: &mut ParamSet, prefix: &str, x: Tensor<4>
         Stem::Cifar => conv(ps, &p("conv1"), x, 1, 1),
         Stem::Imagenet => conv(ps, &p("conv1"), x, 2, 3),
     };
-    x = relu(bn(ps, &p("bn1"), x, train));
+    x = bn_relu(ps, &p("bn1"), x, train);
     if cfg.stem == Stem::Imagenet {
         x = max_pool2d(x, MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding([1, 1]));
     }
@@ -170,15 +170,15 @@ pub fn forward(cfg: &ResNetConfig, ps: &mut ParamSet, prefix: &str, x: Tensor<4>
             let y = match block {
                 Block::BasicBlock => {
                     let y = conv(ps, &format!("{name}.conv1"), x, stride, 1);
-                    let y = relu(bn(ps, &format!("{name}.bn1"), y, train));
+                    let y = bn_relu(ps, &format!("{name}.bn1"), y, train);
                     let y = conv(ps, &format!("{name}.conv2"), y, 1, 1);
                     bn(ps, &format!("{name}.bn2"), y, train)
                 }
                 Block::Bottleneck => {
                     let y = conv(ps, &format!("{name}.conv1"), x, 1, 0);
-                    let y = relu(bn(ps, &format!("{name}.bn1"), y, train));
+                    let y = bn_relu(ps, &format!("{name}.bn1"), y, train);
                     let y = conv(ps, &format!("{name}.conv2"), y, stride, 1);
-                    let y = relu(bn(ps, &format!("{name}.bn2"), y, train));
+                    let y = bn_relu(ps, &format!("{name}.bn2"), y, train);
                     let y = conv(ps, &format!("{name}.conv3"), y, 1, 0);
                     bn(ps, &format!("{name}.bn3"), y, train)
                 }

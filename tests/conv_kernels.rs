@@ -18,6 +18,10 @@ const CASES: &[Case] = &[
     (1, 2, 4, 4, 3, 3, 1, 0),
     (17, 3, 5, 5, 2, 3, 1, 1),
     (2, 3, 1, 1, 4, 3, 1, 1),
+    // Wide outputs (≥ 16 columns, stride 1) take the row-copy unfolding, the rest a gather table.
+    (2, 3, 20, 18, 4, 3, 1, 1),
+    (2, 2, 17, 40, 3, 5, 1, 2),
+    (2, 2, 36, 36, 3, 3, 2, 1),
 ];
 
 fn max_rel(a: &Tensor<4>, b: &Tensor<4>) -> f32 {
