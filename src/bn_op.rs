@@ -76,9 +76,12 @@ fn vector(v: Vec<f32>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, [n]))
 }
 
-/// Σ f(k) for k in 0..len, in float64 over 8 interleaved lanes (a fixed order the compiler can
-/// vectorise), then the lanes in order.
+/// Σ f(k) for k in 0..len in float64: short rows in order, longer ones over 8 interleaved lanes
+/// (a fixed order the compiler can vectorise), then the lanes in order.
 fn lane_sum(len: usize, f: impl Fn(usize) -> f64) -> f64 {
+    if len < 16 {
+        return (0..len).map(f).sum();
+    }
     let mut lanes = [0f64; 8];
     let full = len / 8 * 8;
     for base in (0..full).step_by(8) {
@@ -182,13 +185,16 @@ impl BatchNormBackend for Flex {
         let (xv, gv, mv, vv) = (values(&x), values(&gamma), values(&mean), values(&var));
         let (yv, dyv) = (values(&y), values(&dy));
         let at = move |i: usize, ch: usize| (i * c + ch) * s;
-        // Gradient reaching the BatchNorm output: dy, masked by ReLU where the output is 0.
-        let g = |k: usize| if relu && yv[k] <= 0.0 { 0.0 } else { dyv[k] };
+        // Gradient reaching the BatchNorm output: dy, zeroed by ReLU where the output is ≤ 0.
+        let g: std::borrow::Cow<'_, [f32]> = if relu {
+            let masked = dyv.par_iter().zip(yv.par_iter()).map(|(d, y)| if *y <= 0.0 { 0.0 } else { *d });
+            std::borrow::Cow::Owned(masked.collect())
+        } else {
+            std::borrow::Cow::Borrowed(&dyv[..])
+        };
         let sums = channel_sums(dims, |i, ch| {
-            let (o, m) = (at(i, ch), mv[ch] as f64);
-            let sg = lane_sum(s, |k| g(o + k) as f64);
-            let sgx = lane_sum(s, |k| g(o + k) as f64 * (xv[o + k] as f64 - m));
-            (sg, sgx)
+            let (gr, xr, m) = (&g[at(i, ch)..][..s], &xv[at(i, ch)..][..s], mv[ch] as f64);
+            (lane_sum(s, |k| gr[k] as f64), lane_sum(s, |k| gr[k] as f64 * (xr[k] as f64 - m)))
         });
         let count = (n * s).max(1) as f64;
         let inv_std: Vec<f64> = (0..c).map(|ch| 1.0 / (vv[ch] as f64 + eps).sqrt()).collect();
@@ -205,9 +211,9 @@ impl BatchNormBackend for Flex {
         let mut dx = vec![0f32; n * c * s];
         per_row_write(dims, &mut dx, |i, ch, out| {
             let (a, k, b) = coef[ch];
-            let (o, m) = (at(i, ch), mv[ch]);
-            for (j, d) in out.iter_mut().enumerate() {
-                *d = a * g(o + j) + k * (xv[o + j] - m) + b;
+            let (gr, xr, m) = (&g[at(i, ch)..][..s], &xv[at(i, ch)..][..s], mv[ch]);
+            for ((d, gk), xk) in out.iter_mut().zip(gr).zip(xr) {
+                *d = a * gk + k * (xk - m) + b;
             }
         });
         let dgamma: Vec<f32> = (0..c).map(|ch| (sums[ch].1 * inv_std[ch]) as f32).collect();

@@ -45,6 +45,7 @@ pub mod optim;
 pub mod params;
 pub mod plot_canvas;
 pub mod plots;
+pub mod pool_op;
 pub mod pretrain;
 pub mod probe;
 pub mod progress;

@@ -8,8 +8,6 @@
 
 use anyhow::{bail, Result};
 use burn::tensor::activation::relu;
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -155,7 +153,7 @@ pub fn forward(cfg: &ResNetConfig, ps: &mut ParamSet, prefix: &str, x: Tensor<4>
     };
     x = bn_relu(ps, &p("bn1"), x, train);
     if cfg.stem == Stem::Imagenet {
-        x = max_pool2d(x, MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding([1, 1]));
+        x = crate::pool_op::max_pool2d(x, 3, 2, 1);
     }
     for (stage, &blocks) in layers.iter().enumerate() {
         for b in 0..blocks {

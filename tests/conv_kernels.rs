@@ -1,6 +1,7 @@
 //! The im2col + GEMM convolution (src/conv.rs, src/conv_op.rs) against burn's own `conv2d`:
 //! forward, input gradient and weight gradient through autodiff, for every kind of convolution a
-//! ResNet has (3×3 stride 1/2, 1×1 downsample, 7×7 stem), plus thread-count independence.
+//! ResNet has (3×3 stride 1/2, 1×1 downsample, 7×7 stem), plus thread-count independence; and the
+//! max pooling of src/pool_op.rs against burn's `max_pool2d` (values, ties, gradient).
 
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -95,4 +96,35 @@ fn impossible_geometry_is_rejected() {
     assert!(ConvGeom::new([1, 3, 2, 2], [4, 3, 5, 5], 1, 1).is_none(), "kernel larger than padded input");
     assert!(ConvGeom::new([1, 3, 8, 8], [4, 2, 3, 3], 1, 1).is_none(), "channel mismatch");
     assert!(ConvGeom::new([1, 3, 8, 8], [4, 3, 3, 3], 0, 1).is_none(), "stride 0");
+}
+
+#[test]
+fn max_pool_matches_burn_forward_and_gradient() {
+    use burn::tensor::module::max_pool2d;
+    use burn::tensor::ops::MaxPoolOptions;
+    let dev = Device::flex();
+    for (n, c, h, w, k, s, p) in
+        [(2, 3, 14, 14, 3, 2, 1), (1, 2, 7, 9, 3, 2, 1), (2, 2, 6, 6, 2, 2, 0), (1, 1, 5, 5, 3, 1, 1)]
+    {
+        // Integer-valued input: ties inside windows exercise the first-maximum rule.
+        let x = Tensor::<4>::random([n, c, h, w], Distribution::Uniform(-3.0, 3.0), &dev).round();
+        let oh = (h + 2 * p - k) / s + 1;
+        let ow = (w + 2 * p - k) / s + 1;
+        let g = Tensor::<4>::random([n, c, oh, ow], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |ours: bool| {
+            let xa = x.clone().autodiff().require_grad();
+            let y = if ours {
+                byol::pool_op::max_pool2d(xa.clone(), k, s, p)
+            } else {
+                max_pool2d(xa.clone(), MaxPoolOptions::new([k, k]).with_stride([s, s]).with_padding([p, p]))
+            };
+            let grads = (y.clone() * g.clone().autodiff()).sum().backward();
+            (y.inner(), xa.grad(&grads).expect("dx"))
+        };
+        let ((y1, dx1), (y0, dx0)) = (run(true), run(false));
+        let case = format!("{:?}", (n, c, h, w, k, s, p));
+        assert_eq!(y1.dims(), y0.dims(), "{case}");
+        assert!(max_rel(&y1, &y0) == 0.0, "{case}: pooled values differ");
+        assert!(max_rel(&dx1, &dx0) < 1e-6, "{case}: input gradients differ");
+    }
 }
