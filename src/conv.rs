@@ -23,7 +23,8 @@ use crate::unfold::Unfold;
 /// convolution path a graph took.
 static CALLS: [AtomicUsize; 3] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
 
-/// Multiply-adds done by the kernels so far (all three passes), for FLOP accounting in benchmarks.
+/// Multiply-adds done by the kernels so far (all three passes; taps that only read padding are
+/// skipped and not counted), for FLOP accounting in benchmarks.
 static MACS: AtomicUsize = AtomicUsize::new(0);
 
 /// Multiply-adds done by the convolution kernels so far in this process.
@@ -84,10 +85,6 @@ impl ConvGeom {
     fn out_len(&self) -> usize {
         self.o * self.pixels()
     }
-    /// Multiply-adds of the forward pass (the input and weight gradients cost the same each).
-    pub fn macs(&self) -> usize {
-        self.n * self.out_len() * self.rows()
-    }
 }
 
 /// Strided view `rows × cols` with element (i, j) at `data[i·rs + j·cs]`.
@@ -110,18 +107,28 @@ fn inner_parallelism(groups: usize) -> gemm::Parallelism {
     }
 }
 
+/// The weight over the taps the unfolding keeps (`[o, c·a]`; the weight itself when all are).
+fn active_weight<'a>(g: &ConvGeom, unfold: &Unfold, weight: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+    if unfold.compact(g) {
+        std::borrow::Cow::Owned(unfold.compact_weight(g, weight))
+    } else {
+        std::borrow::Cow::Borrowed(weight)
+    }
+}
+
 /// Forward: `y [n, o, oh, ow] = x [n, c, h, w] ⊛ weight [o, c, k, k]`.
 pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32]) -> Vec<f32> {
     CALLS[0].fetch_add(1, Ordering::Relaxed);
-    MACS.fetch_add(g.macs(), Ordering::Relaxed);
-    let (kk, p, gs) = (g.rows(), g.pixels(), group(g));
+    let unfold = Unfold::new(g);
+    let (kk, p, gs) = (unfold.rows(g), g.pixels(), group(g));
+    MACS.fetch_add(g.n * g.o * kk * p, Ordering::Relaxed);
     let mut y = vec![0.0f32; g.n * g.out_len()];
     if y.is_empty() {
         return y;
     }
     let par = inner_parallelism(g.n.div_ceil(gs));
-    let wv = view(weight, g.o, kk, kk, 1);
-    let unfold = Unfold::new(g);
+    let weight = active_weight(g, &unfold, weight);
+    let wv = view(&weight, g.o, kk, kk, 1);
     y.par_chunks_mut(gs * g.out_len()).enumerate().for_each_init(
         || (Vec::new(), Vec::new(), Vec::new()),
         |(cols, out, padded), (gi, yg)| {
@@ -167,16 +174,17 @@ fn gather_dy(g: &ConvGeom, dy: &[f32], imgs: usize, buf: &mut Vec<f32>) {
 /// Input gradient: `dx = weightᵀ · dy`, folded back onto the images (col2im).
 pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     CALLS[1].fetch_add(1, Ordering::Relaxed);
-    MACS.fetch_add(g.macs(), Ordering::Relaxed);
-    let (kk, p, gs) = (g.rows(), g.pixels(), group(g));
+    let unfold = Unfold::new(g);
+    let (kk, p, gs) = (unfold.rows(g), g.pixels(), group(g));
+    MACS.fetch_add(g.n * g.o * kk * p, Ordering::Relaxed);
     let mut dx = vec![0.0f32; g.n * g.in_len()];
     if dx.is_empty() {
         return dx;
     }
     let par = inner_parallelism(g.n.div_ceil(gs));
     // weightᵀ as a view: (row r, col o) at o·kk + r.
-    let wt = view(weight, kk, g.o, 1, kk);
-    let unfold = Unfold::new(g);
+    let weight = active_weight(g, &unfold, weight);
+    let wt = view(&weight, kk, g.o, 1, kk);
     dx.par_chunks_mut(gs * g.in_len()).enumerate().for_each_init(
         || (Vec::new(), Vec::new(), Vec::new()),
         |(cols, dyg, padded), (gi, dxg)| {
@@ -207,13 +215,13 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
 /// images (its reduction runs over all their pixels), the chunks' partial sums added in order.
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     CALLS[2].fetch_add(1, Ordering::Relaxed);
-    MACS.fetch_add(g.macs(), Ordering::Relaxed);
-    let (kk, p) = (g.rows(), g.pixels());
+    let unfold = Unfold::transposed(g);
+    let (kk, p) = (unfold.rows(g), g.pixels());
+    MACS.fetch_add(g.n * g.o * kk * p, Ordering::Relaxed);
     let wlen = g.o * kk;
     let chunk = group(g).max(WGRAD_CHUNK.min(g.n.max(1)));
     let chunks: Vec<usize> = (0..g.n.div_ceil(chunk)).collect();
     let par = inner_parallelism(chunks.len());
-    let unfold = Unfold::transposed(g);
     let partials: Vec<Vec<f32>> = chunks
         .par_iter()
         .map(|&ch| {
@@ -238,6 +246,10 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         for (o, v) in out.iter_mut().zip(part) {
             *o += *v;
         }
+    }
+    if unfold.compact(g) {
+        // Inactive taps only ever read padding: their gradient is exactly zero.
+        out = unfold.expand_weight(g, &out);
     }
     out
 }

@@ -15,94 +15,146 @@ use crate::conv::ConvGeom;
 pub const ROW_COPY_MIN_WIDTH: usize = 16;
 
 /// How one geometry is unfolded: row copies, or a gather table over zero-padded planes.
+///
+/// The gather way keeps only the *active* kernel taps, those that read the image (not padding)
+/// at one output pixel at least: a 3×3, padding-1 convolution of a 1×1 feature map (the last
+/// stage of a ResNet on small images) has one active tap, so its column matrix has `c` rows
+/// instead of `9·c` and its GEMMs a ninth of the work; the other taps' products are zero.
 pub struct Unfold {
-    /// `table[t·p + q]`: offset in a padded plane `[h + 2·pad, w + 2·pad]` of kernel tap `t`
-    /// (= ki·k + kj) at output pixel `q` (= oy·ow + ox); empty for the row-copy way.
+    /// `table[j·p + q]` (or `[q·a + j]` pixel-major): offset in a padded plane
+    /// `[h + 2·pad, w + 2·pad]` of active tap `j` at output pixel `q` (= oy·ow + ox); empty for
+    /// the row-copy way.
     table: Vec<u32>,
+    /// Active taps `ki·k + kj`, ascending (every tap for the row-copy way).
+    taps: Vec<usize>,
     hp: usize,
     wp: usize,
 }
 
 impl Unfold {
-    /// The way to unfold `g` into `[c·k·k, p]` column matrices (tap-major table).
+    /// The way to unfold `g` into `[c·a, p]` column matrices, `a` = active taps (tap-major).
     pub fn new(g: &ConvGeom) -> Self {
         let rows = g.stride == 1 && g.ow >= ROW_COPY_MIN_WIDTH;
         Self::build(g, !rows, false)
     }
 
-    /// Table for the transposed unfolding `[p, c·k·k]` (pixel-major), always a gather.
+    /// Table for the transposed unfolding `[p, c·a]` (pixel-major), always a gather.
     pub fn transposed(g: &ConvGeom) -> Self {
         Self::build(g, true, true)
     }
 
     fn build(g: &ConvGeom, gather: bool, pixel_major: bool) -> Self {
         let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
-        let (kk, p) = (g.k * g.k, g.pixels());
-        let mut table = vec![0u32; if gather { kk * p } else { 0 }];
+        let p = g.pixels();
+        let (yr, xr) = tap_ranges(g);
+        let taps: Vec<usize> = (0..g.k * g.k)
+            .filter(|t| !gather || (yr[t / g.k].0 < yr[t / g.k].1 && xr[t % g.k].0 < xr[t % g.k].1))
+            .collect();
+        let a = taps.len();
+        let mut table = vec![0u32; if gather { a * p } else { 0 }];
         if gather {
-            for ki in 0..g.k {
-                for kj in 0..g.k {
-                    for oy in 0..g.oh {
-                        for ox in 0..g.ow {
-                            let (t, q) = (ki * g.k + kj, oy * g.ow + ox);
-                            let at = if pixel_major { q * kk + t } else { t * p + q };
-                            table[at] = ((oy * g.stride + ki) * wp + ox * g.stride + kj) as u32;
-                        }
+            for (j, &t) in taps.iter().enumerate() {
+                let (ki, kj) = (t / g.k, t % g.k);
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let q = oy * g.ow + ox;
+                        let at = if pixel_major { q * a + j } else { j * p + q };
+                        table[at] = ((oy * g.stride + ki) * wp + ox * g.stride + kj) as u32;
                     }
                 }
             }
         }
-        Self { table, hp, wp }
+        Self { table, taps, hp, wp }
+    }
+
+    /// Active taps `ki·k + kj`, ascending.
+    pub fn taps(&self) -> &[usize] {
+        &self.taps
+    }
+
+    /// Rows of the column matrix: channels × active taps.
+    pub fn rows(&self, g: &ConvGeom) -> usize {
+        g.c * self.taps.len()
+    }
+
+    /// Whether some taps are inactive (the weight must then be compacted to the active ones).
+    pub fn compact(&self, g: &ConvGeom) -> bool {
+        self.taps.len() < g.k * g.k
+    }
+
+    /// `weight [o, c, k, k]` restricted to the active taps: `[o, c·a]`.
+    pub fn compact_weight(&self, g: &ConvGeom, weight: &[f32]) -> Vec<f32> {
+        let kk = g.k * g.k;
+        let mut out = Vec::with_capacity(g.o * self.rows(g));
+        for oc in 0..g.o {
+            for ci in 0..g.c {
+                let w = &weight[(oc * g.c + ci) * kk..][..kk];
+                out.extend(self.taps.iter().map(|&t| w[t]));
+            }
+        }
+        out
+    }
+
+    /// A weight gradient over the active taps `[o, c·a]` spread back onto `[o, c, k, k]`.
+    pub fn expand_weight(&self, g: &ConvGeom, compact: &[f32]) -> Vec<f32> {
+        let (kk, a) = (g.k * g.k, self.taps.len());
+        let mut out = vec![0f32; g.o * g.c * kk];
+        for (row, src) in out.chunks_mut(kk).zip(compact.chunks(a)) {
+            for (&t, v) in self.taps.iter().zip(src) {
+                row[t] = *v;
+            }
+        }
+        out
     }
 
     fn plane(&self) -> usize {
         self.hp * self.wp
     }
 
-    /// Unfolds one image `[c, h, w]` into `cols [c·k·k, oh·ow]` (zeros where the kernel reads
+    /// Unfolds one image `[c, h, w]` into `cols [c·a, oh·ow]` (zeros where the kernel reads
     /// padding); row `r` starts at `cols[r·ld]` (`ld ≥ oh·ow`: images side by side in one matrix).
     /// `padded` is scratch space, reused between calls.
     pub fn im2col(&self, g: &ConvGeom, img: &[f32], padded: &mut Vec<f32>, cols: &mut [f32], ld: usize) {
         if self.table.is_empty() {
             return im2col_rows(g, img, cols, ld);
         }
-        let (kk, p, plane) = (g.k * g.k, g.pixels(), self.plane());
+        let (a, p, plane) = (self.taps.len(), g.pixels(), self.plane());
         let src = self.padded(g, img, padded);
         for ci in 0..g.c {
             let chan = &src[ci * plane..(ci + 1) * plane];
-            for t in 0..kk {
-                let row = &mut cols[(ci * kk + t) * ld..][..p];
-                for (d, &i) in row.iter_mut().zip(&self.table[t * p..(t + 1) * p]) {
+            for j in 0..a {
+                let row = &mut cols[(ci * a + j) * ld..][..p];
+                for (d, &i) in row.iter_mut().zip(&self.table[j * p..(j + 1) * p]) {
                     *d = chan[i as usize];
                 }
             }
         }
     }
 
-    /// Unfolds one image into the transposed column matrix `cols_t [oh·ow, c·k·k]` (row-major), the
+    /// Unfolds one image into the transposed column matrix `cols_t [oh·ow, c·a]` (row-major), the
     /// layout in which the weight-gradient GEMM runs at full speed. Needs [`Unfold::transposed`].
     pub fn im2col_t(&self, g: &ConvGeom, img: &[f32], padded: &mut Vec<f32>, cols_t: &mut [f32]) {
-        let (kk, rows, plane) = (g.k * g.k, g.rows(), self.plane());
+        let (a, rows, plane) = (self.taps.len(), self.rows(g), self.plane());
         let src = self.padded(g, img, padded);
         for q in 0..g.pixels() {
-            let taps = &self.table[q * kk..(q + 1) * kk];
+            let taps = &self.table[q * a..(q + 1) * a];
             let dst = &mut cols_t[q * rows..(q + 1) * rows];
             for ci in 0..g.c {
                 let chan = &src[ci * plane..(ci + 1) * plane];
-                for (d, &i) in dst[ci * kk..(ci + 1) * kk].iter_mut().zip(taps) {
+                for (d, &i) in dst[ci * a..(ci + 1) * a].iter_mut().zip(taps) {
                     *d = chan[i as usize];
                 }
             }
         }
     }
 
-    /// Adds `cols [c·k·k, oh·ow]` (row stride `ld`) back onto one image gradient `[c, h, w]`,
+    /// Adds `cols [c·a, oh·ow]` (row stride `ld`) back onto one image gradient `[c, h, w]`,
     /// which it overwrites (the adjoint of [`Unfold::im2col`]). `padded` is scratch space.
     pub fn col2im(&self, g: &ConvGeom, cols: &[f32], ld: usize, padded: &mut Vec<f32>, img: &mut [f32]) {
         if self.table.is_empty() {
             return col2im_rows(g, cols, ld, img);
         }
-        let (kk, p, plane) = (g.k * g.k, g.pixels(), self.plane());
+        let (a, p, plane) = (self.taps.len(), g.pixels(), self.plane());
         let direct = g.pad == 0;
         let acc: &mut [f32] = if direct {
             img
@@ -114,9 +166,9 @@ impl Unfold {
         acc.fill(0.0);
         for ci in 0..g.c {
             let chan = &mut acc[ci * plane..(ci + 1) * plane];
-            for t in 0..kk {
-                let row = &cols[(ci * kk + t) * ld..][..p];
-                for (&v, &i) in row.iter().zip(&self.table[t * p..(t + 1) * p]) {
+            for j in 0..a {
+                let row = &cols[(ci * a + j) * ld..][..p];
+                for (&v, &i) in row.iter().zip(&self.table[j * p..(j + 1) * p]) {
                     chan[i as usize] += v;
                 }
             }
@@ -281,6 +333,22 @@ mod tests {
                     assert_eq!(t[q * rows + r], a[r * ld + q], "im2col_t ({q}, {r})");
                 }
             }
+        }
+    }
+
+    /// Only taps that read the image survive: one for a 3×3 padded kernel over a 1×1 map, four
+    /// for the stride-2 step from 2×2 to 1×1; compacting and expanding a weight round-trips.
+    #[test]
+    fn inactive_taps_are_dropped() {
+        let one = ConvGeom::new([1, 2, 1, 1], [3, 2, 3, 3], 1, 1).expect("geometry");
+        assert_eq!(Unfold::new(&one).taps(), &[4]);
+        let down = ConvGeom::new([1, 2, 2, 2], [3, 2, 3, 3], 2, 1).expect("geometry");
+        assert_eq!(Unfold::transposed(&down).taps(), &[4, 5, 7, 8]);
+        let u = Unfold::new(&down);
+        let w = data(3 * 2 * 9, 3);
+        let back = u.expand_weight(&down, &u.compact_weight(&down, &w));
+        for (i, (a, b)) in back.iter().zip(&w).enumerate() {
+            assert_eq!(*a, if u.taps().contains(&(i % 9)) { *b } else { 0.0 }, "weight {i}");
         }
     }
 }

@@ -18,7 +18,10 @@ const CASES: &[Case] = &[
     (2, 8, 6, 6, 5, 1, 1, 0),
     (1, 2, 4, 4, 3, 3, 1, 0),
     (17, 3, 5, 5, 2, 3, 1, 1),
+    // 1×1 and 2×2→1×1 maps: taps that only read padding are dropped (src/unfold.rs).
     (2, 3, 1, 1, 4, 3, 1, 1),
+    (3, 4, 2, 2, 5, 3, 2, 1),
+    (2, 2, 1, 3, 3, 3, 1, 1),
     // Wide outputs (≥ 16 columns, stride 1) take the row-copy unfolding, the rest a gather table.
     (2, 3, 20, 18, 4, 3, 1, 1),
     (2, 2, 17, 40, 3, 5, 1, 2),
