@@ -119,8 +119,9 @@ fn active_weight<'a>(g: &ConvGeom, unfold: &Unfold, weight: &'a [f32]) -> std::b
 /// Forward: `y [n, o, oh, ow] = x [n, c, h, w] ⊛ weight [o, c, k, k]`.
 pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32]) -> Vec<f32> {
     CALLS[0].fetch_add(1, Ordering::Relaxed);
-    let unfold = Unfold::new(g);
-    let (kk, p, gs) = (unfold.rows(g), g.pixels(), group(g));
+    let gs = group(g);
+    let unfold = Unfold::new(g, gs);
+    let (kk, p) = (unfold.rows(g), g.pixels());
     MACS.fetch_add(g.n * g.o * kk * p, Ordering::Relaxed);
     let mut y = vec![0.0f32; g.n * g.out_len()];
     if y.is_empty() {
@@ -140,9 +141,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32]) -> Vec<f32> {
             }
             let ld = imgs * p;
             cols.resize(kk * ld, 0.0);
-            for j in 0..imgs {
-                unfold.im2col(g, &x[x0 + j * g.in_len()..][..g.in_len()], padded, &mut cols[j * p..], ld);
-            }
+            unfold.im2col(g, &x[x0..x0 + imgs * g.in_len()], imgs, padded, cols, ld);
             if imgs == 1 {
                 gemm_into(yg, false, wv, view(cols, kk, p, ld, 1), par);
                 return;
@@ -174,8 +173,9 @@ fn gather_dy(g: &ConvGeom, dy: &[f32], imgs: usize, buf: &mut Vec<f32>) {
 /// Input gradient: `dx = weightᵀ · dy`, folded back onto the images (col2im).
 pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     CALLS[1].fetch_add(1, Ordering::Relaxed);
-    let unfold = Unfold::new(g);
-    let (kk, p, gs) = (unfold.rows(g), g.pixels(), group(g));
+    let gs = group(g);
+    let unfold = Unfold::new(g, gs);
+    let (kk, p) = (unfold.rows(g), g.pixels());
     MACS.fetch_add(g.n * g.o * kk * p, Ordering::Relaxed);
     let mut dx = vec![0.0f32; g.n * g.in_len()];
     if dx.is_empty() {
@@ -203,9 +203,7 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
             }
             cols.resize(kk * ld, 0.0);
             gemm_into(cols, false, wt, dyv, par);
-            for j in 0..imgs {
-                unfold.col2im(g, &cols[j * p..], ld, padded, &mut dxg[j * g.in_len()..][..g.in_len()]);
-            }
+            unfold.col2im(g, cols, ld, imgs, padded, dxg);
         },
     );
     dx
@@ -215,11 +213,11 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
 /// images (its reduction runs over all their pixels), the chunks' partial sums added in order.
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     CALLS[2].fetch_add(1, Ordering::Relaxed);
-    let unfold = Unfold::transposed(g);
+    let chunk = group(g).max(WGRAD_CHUNK.min(g.n.max(1)));
+    let unfold = Unfold::gathering(g, chunk);
     let (kk, p) = (unfold.rows(g), g.pixels());
     MACS.fetch_add(g.n * g.o * kk * p, Ordering::Relaxed);
     let wlen = g.o * kk;
-    let chunk = group(g).max(WGRAD_CHUNK.min(g.n.max(1)));
     let chunks: Vec<usize> = (0..g.n.div_ceil(chunk)).collect();
     let par = inner_parallelism(chunks.len());
     let partials: Vec<Vec<f32>> = chunks
@@ -230,10 +228,7 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
             let ld = imgs * p;
             let mut cols_t = vec![0.0f32; ld * kk];
             let mut padded = Vec::new();
-            for j in 0..imgs {
-                let img = &x[(first + j) * g.in_len()..][..g.in_len()];
-                unfold.im2col_t(g, img, &mut padded, &mut cols_t[j * p * kk..(j + 1) * p * kk]);
-            }
+            unfold.im2col_t(g, &x[first * g.in_len()..][..imgs * g.in_len()], imgs, &mut padded, &mut cols_t);
             let mut dyg = Vec::new();
             gather_dy(g, &dy[first * g.out_len()..][..imgs * g.out_len()], imgs, &mut dyg);
             let mut acc = vec![0.0f32; wlen];

@@ -16,55 +16,59 @@ pub const ROW_COPY_MIN_WIDTH: usize = 16;
 
 /// How one geometry is unfolded: row copies, or a gather table over zero-padded planes.
 ///
-/// The gather way keeps only the *active* kernel taps, those that read the image (not padding)
-/// at one output pixel at least: a 3×3, padding-1 convolution of a 1×1 feature map (the last
-/// stage of a ResNet on small images) has one active tap, so its column matrix has `c` rows
-/// instead of `9·c` and its GEMMs a ninth of the work; the other taps' products are zero.
+/// The gather way works on a group of images at once (one table row spans every image of the
+/// group, so the late stages' 1–16-pixel maps still give long loops), and keeps only the
+/// *active* kernel taps, those that read the image (not padding) at one output pixel at least:
+/// a 3×3, padding-1 convolution of a 1×1 feature map (the last stage of a ResNet on small
+/// images) has one active tap, so its column matrix has `c` rows instead of `9·c` and its GEMMs
+/// a ninth of the work; the other taps' products are zero.
 pub struct Unfold {
-    /// `table[j·p + q]` (or `[q·a + j]` pixel-major): offset in a padded plane
-    /// `[h + 2·pad, w + 2·pad]` of active tap `j` at output pixel `q` (= oy·ow + ox); empty for
-    /// the row-copy way.
+    /// `table[j·gp + i·p + q]` (`gp` = group · p): offset, in a group of zero-padded images
+    /// `[group, c, h + 2·pad, w + 2·pad]`, of active tap `j` of image `i` at output pixel `q`
+    /// (= oy·ow + ox), channel 0; empty for the row-copy way.
     table: Vec<u32>,
     /// Active taps `ki·k + kj`, ascending (every tap for the row-copy way).
     taps: Vec<usize>,
+    /// Table entries per active tap: group · p.
+    row_len: usize,
     hp: usize,
     wp: usize,
 }
 
 impl Unfold {
-    /// The way to unfold `g` into `[c·a, p]` column matrices, `a` = active taps (tap-major).
-    pub fn new(g: &ConvGeom) -> Self {
+    /// The way to unfold `g` into `[c·a, group·p]` column matrices, `a` = active taps, for
+    /// groups of at most `group` images: row copies for wide stride-1 outputs, else a gather.
+    pub fn new(g: &ConvGeom, group: usize) -> Self {
         let rows = g.stride == 1 && g.ow >= ROW_COPY_MIN_WIDTH;
-        Self::build(g, !rows, false)
+        Self::build(g, !rows, group)
     }
 
-    /// Table for the transposed unfolding `[p, c·a]` (pixel-major), always a gather.
-    pub fn transposed(g: &ConvGeom) -> Self {
-        Self::build(g, true, true)
+    /// Always the gather way (the transposed unfolding of the weight gradient needs it).
+    pub fn gathering(g: &ConvGeom, group: usize) -> Self {
+        Self::build(g, true, group)
     }
 
-    fn build(g: &ConvGeom, gather: bool, pixel_major: bool) -> Self {
+    fn build(g: &ConvGeom, gather: bool, group: usize) -> Self {
         let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
-        let p = g.pixels();
+        let (p, img) = (g.pixels(), g.c * hp * wp);
         let (yr, xr) = tap_ranges(g);
         let taps: Vec<usize> = (0..g.k * g.k)
             .filter(|t| !gather || (yr[t / g.k].0 < yr[t / g.k].1 && xr[t % g.k].0 < xr[t % g.k].1))
             .collect();
-        let a = taps.len();
-        let mut table = vec![0u32; if gather { a * p } else { 0 }];
+        let mut table = Vec::with_capacity(if gather { taps.len() * group * p } else { 0 });
         if gather {
-            for (j, &t) in taps.iter().enumerate() {
+            for &t in &taps {
                 let (ki, kj) = (t / g.k, t % g.k);
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        let q = oy * g.ow + ox;
-                        let at = if pixel_major { q * a + j } else { j * p + q };
-                        table[at] = ((oy * g.stride + ki) * wp + ox * g.stride + kj) as u32;
+                for i in 0..group {
+                    for oy in 0..g.oh {
+                        for ox in 0..g.ow {
+                            table.push((i * img + (oy * g.stride + ki) * wp + ox * g.stride + kj) as u32);
+                        }
                     }
                 }
             }
         }
-        Self { table, taps, hp, wp }
+        Self { table, taps, row_len: group * p, hp, wp }
     }
 
     /// Active taps `ki·k + kj`, ascending.
@@ -111,92 +115,114 @@ impl Unfold {
         self.hp * self.wp
     }
 
-    /// Unfolds one image `[c, h, w]` into `cols [c·a, oh·ow]` (zeros where the kernel reads
-    /// padding); row `r` starts at `cols[r·ld]` (`ld ≥ oh·ow`: images side by side in one matrix).
-    /// `padded` is scratch space, reused between calls.
-    pub fn im2col(&self, g: &ConvGeom, img: &[f32], padded: &mut Vec<f32>, cols: &mut [f32], ld: usize) {
+    /// Table row of active tap `j` for the first `imgs` images of a group.
+    fn table_row(&self, j: usize, len: usize) -> &[u32] {
+        &self.table[j * self.row_len..][..len]
+    }
+
+    /// Unfolds `imgs` images `[imgs, c, h, w]` (at most the group) into `cols [c·a, imgs·p]`
+    /// (zeros where the kernel reads padding), row `r` at `cols[r·ld]`. `padded` is scratch
+    /// space for this unfolding alone: its borders stay zero from call to call.
+    pub fn im2col(&self, g: &ConvGeom, x: &[f32], imgs: usize, padded: &mut Vec<f32>, cols: &mut [f32], ld: usize) {
+        let (p, in_len) = (g.pixels(), g.c * g.h * g.w);
         if self.table.is_empty() {
-            return im2col_rows(g, img, cols, ld);
+            for i in 0..imgs {
+                im2col_rows(g, &x[i * in_len..][..in_len], &mut cols[i * p..], ld);
+            }
+            return;
         }
-        let (a, p, plane) = (self.taps.len(), g.pixels(), self.plane());
-        let src = self.padded(g, img, padded);
+        let (a, plane, len) = (self.taps.len(), self.plane(), imgs * p);
+        let src = self.padded(g, &x[..imgs * in_len], imgs, padded);
         for ci in 0..g.c {
-            let chan = &src[ci * plane..(ci + 1) * plane];
+            let chan = &src[ci * plane..];
             for j in 0..a {
-                let row = &mut cols[(ci * a + j) * ld..][..p];
-                for (d, &i) in row.iter_mut().zip(&self.table[j * p..(j + 1) * p]) {
+                let row = &mut cols[(ci * a + j) * ld..][..len];
+                for (d, &i) in row.iter_mut().zip(self.table_row(j, len)) {
                     *d = chan[i as usize];
                 }
             }
         }
     }
 
-    /// Unfolds one image into the transposed column matrix `cols_t [oh·ow, c·a]` (row-major), the
-    /// layout in which the weight-gradient GEMM runs at full speed. Needs [`Unfold::transposed`].
-    pub fn im2col_t(&self, g: &ConvGeom, img: &[f32], padded: &mut Vec<f32>, cols_t: &mut [f32]) {
-        let (a, rows, plane) = (self.taps.len(), self.rows(g), self.plane());
-        let src = self.padded(g, img, padded);
-        for q in 0..g.pixels() {
-            let taps = &self.table[q * a..(q + 1) * a];
-            let dst = &mut cols_t[q * rows..(q + 1) * rows];
-            for ci in 0..g.c {
-                let chan = &src[ci * plane..(ci + 1) * plane];
-                for (d, &i) in dst[ci * a..(ci + 1) * a].iter_mut().zip(taps) {
-                    *d = chan[i as usize];
+    /// Unfolds `imgs` images into the transposed column matrix `cols_t [imgs·p, c·a]`
+    /// (row-major), the layout in which the weight-gradient GEMM runs at full speed. Needs the
+    /// gather way ([`Unfold::gathering`]).
+    pub fn im2col_t(&self, g: &ConvGeom, x: &[f32], imgs: usize, padded: &mut Vec<f32>, cols_t: &mut [f32]) {
+        let (a, rows, plane, len) = (self.taps.len(), self.rows(g), self.plane(), imgs * g.pixels());
+        let src = self.padded(g, &x[..imgs * g.c * g.h * g.w], imgs, padded);
+        for ci in 0..g.c {
+            let chan = &src[ci * plane..];
+            for j in 0..a {
+                let r = ci * a + j;
+                for (iq, &i) in self.table_row(j, len).iter().enumerate() {
+                    cols_t[iq * rows + r] = chan[i as usize];
                 }
             }
         }
     }
 
-    /// Adds `cols [c·a, oh·ow]` (row stride `ld`) back onto one image gradient `[c, h, w]`,
-    /// which it overwrites (the adjoint of [`Unfold::im2col`]). `padded` is scratch space.
-    pub fn col2im(&self, g: &ConvGeom, cols: &[f32], ld: usize, padded: &mut Vec<f32>, img: &mut [f32]) {
+    /// Folds `cols [c·a, imgs·p]` (row stride `ld`) back onto the gradients of `imgs` images
+    /// `[imgs, c, h, w]`, which it overwrites (the adjoint of [`Unfold::im2col`]). `padded` is
+    /// scratch space.
+    pub fn col2im(&self, g: &ConvGeom, cols: &[f32], ld: usize, imgs: usize, padded: &mut Vec<f32>, dx: &mut [f32]) {
+        let (p, in_len) = (g.pixels(), g.c * g.h * g.w);
         if self.table.is_empty() {
-            return col2im_rows(g, cols, ld, img);
+            for i in 0..imgs {
+                col2im_rows(g, &cols[i * p..], ld, &mut dx[i * in_len..][..in_len]);
+            }
+            return;
         }
-        let (a, p, plane) = (self.taps.len(), g.pixels(), self.plane());
+        let (a, plane, len) = (self.taps.len(), self.plane(), imgs * p);
         let direct = g.pad == 0;
         let acc: &mut [f32] = if direct {
-            img
+            &mut dx[..imgs * in_len]
         } else {
             padded.clear();
-            padded.resize(g.c * plane, 0.0);
+            padded.resize(imgs * g.c * plane, 0.0);
             padded
         };
         acc.fill(0.0);
         for ci in 0..g.c {
-            let chan = &mut acc[ci * plane..(ci + 1) * plane];
+            let chan = &mut acc[ci * plane..];
             for j in 0..a {
-                let row = &cols[(ci * a + j) * ld..][..p];
-                for (&v, &i) in row.iter().zip(&self.table[j * p..(j + 1) * p]) {
+                let row = &cols[(ci * a + j) * ld..][..len];
+                for (&v, &i) in row.iter().zip(self.table_row(j, len)) {
                     chan[i as usize] += v;
                 }
             }
         }
         if !direct {
-            for ci in 0..g.c {
-                for y in 0..g.h {
-                    let src = &padded[(ci * self.hp + y + g.pad) * self.wp + g.pad..][..g.w];
-                    img[(ci * g.h + y) * g.w..][..g.w].copy_from_slice(src);
+            for (img, out) in padded.chunks(g.c * plane).zip(dx.chunks_mut(in_len)) {
+                for ci in 0..g.c {
+                    for y in 0..g.h {
+                        let src = &img[(ci * self.hp + y + g.pad) * self.wp + g.pad..][..g.w];
+                        out[(ci * g.h + y) * g.w..][..g.w].copy_from_slice(src);
+                    }
                 }
             }
         }
     }
 
-    /// The image itself when there is no padding, else its zero-padded copy in `padded`.
-    fn padded<'a>(&self, g: &ConvGeom, img: &'a [f32], padded: &'a mut Vec<f32>) -> &'a [f32] {
+    /// The images themselves when there is no padding, else their zero-padded copies in
+    /// `padded` (only the interiors are written: the borders stay zero between calls).
+    fn padded<'a>(&self, g: &ConvGeom, x: &'a [f32], imgs: usize, padded: &'a mut Vec<f32>) -> &'a [f32] {
         if g.pad == 0 {
-            return img;
+            return x;
         }
-        padded.clear();
-        padded.resize(g.c * self.plane(), 0.0);
-        for ci in 0..g.c {
-            for y in 0..g.h {
-                let src = &img[(ci * g.h + y) * g.w..][..g.w];
-                padded[(ci * self.hp + y + g.pad) * self.wp + g.pad..][..g.w].copy_from_slice(src);
+        let (plane, need) = (self.plane(), imgs * g.c * self.plane());
+        if padded.len() < need {
+            padded.resize(need, 0.0);
+        }
+        for (i, img) in x.chunks(g.c * g.h * g.w).enumerate() {
+            for ci in 0..g.c {
+                for y in 0..g.h {
+                    let src = &img[(ci * g.h + y) * g.w..][..g.w];
+                    let at = (i * g.c + ci) * plane + (y + g.pad) * self.wp + g.pad;
+                    padded[at..at + g.w].copy_from_slice(src);
+                }
             }
         }
-        padded
+        &padded[..need]
     }
 }
 
@@ -299,38 +325,44 @@ mod tests {
     }
 
     /// The gather table and the row copy produce the same column matrix and the same folded
-    /// gradient, and col2im is the adjoint of im2col: ⟨im2col(x), C⟩ = ⟨x, col2im(C)⟩.
+    /// gradients for a group of images, col2im is the adjoint of im2col (⟨im2col(x), C⟩ =
+    /// ⟨x, col2im(C)⟩), and the transposed unfolding holds the same matrix transposed; a reused
+    /// scratch buffer and a short last group change nothing.
     #[test]
     fn gather_and_row_copy_agree_and_col2im_is_the_adjoint() {
         for (h, w, k, pad) in [(5, 20, 3, 1), (4, 17, 1, 0), (6, 18, 5, 2)] {
-            let g = ConvGeom::new([1, 2, h, w], [3, 2, k, k], 1, pad).expect("geometry");
-            let (rows, p) = (g.rows(), g.pixels());
-            let ld = p + 3; // a wider row stride, as when images sit side by side
-            let (by_rows, by_table) = (Unfold::new(&g), Unfold::build(&g, true, false));
+            let (group, c) = (3, 2);
+            let g = ConvGeom::new([group, c, h, w], [3, c, k, k], 1, pad).expect("geometry");
+            let (rows, p, in_len) = (g.rows(), g.pixels(), c * h * w);
+            let (by_rows, by_table) = (Unfold::new(&g, group), Unfold::build(&g, true, group));
             assert!(by_rows.table.is_empty() && !by_table.table.is_empty());
-            let x = data(2 * h * w, 1);
-            let mut pad_buf = Vec::new();
-            let (mut a, mut b) = (vec![9.0; rows * ld], vec![9.0; rows * ld]);
-            by_rows.im2col(&g, &x, &mut pad_buf, &mut a, ld);
-            by_table.im2col(&g, &x, &mut pad_buf, &mut b, ld);
-            let cols = data(rows * ld, 2);
-            let (mut da, mut db) = (vec![5.0; x.len()], vec![5.0; x.len()]);
-            by_rows.col2im(&g, &cols, ld, &mut pad_buf, &mut da);
-            by_table.col2im(&g, &cols, ld, &mut pad_buf, &mut db);
-            for r in 0..rows {
-                assert_eq!(a[r * ld..r * ld + p], b[r * ld..r * ld + p], "im2col row {r}, {h}×{w} k{k}");
-            }
-            assert_eq!(da, db, "col2im, {h}×{w} k{k}");
-            let lhs: f64 =
-                (0..rows).flat_map(|r| (0..p).map(move |q| r * ld + q)).map(|i| (a[i] * cols[i]) as f64).sum();
-            let rhs: f64 = x.iter().zip(&da).map(|(u, v)| (u * v) as f64).sum();
-            assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "adjoint: {lhs} vs {rhs}");
-            // The transposed unfolding holds the same matrix, transposed.
-            let mut t = vec![0.0; p * rows];
-            Unfold::transposed(&g).im2col_t(&g, &x, &mut pad_buf, &mut t);
-            for r in 0..rows {
-                for q in 0..p {
-                    assert_eq!(t[q * rows + r], a[r * ld + q], "im2col_t ({q}, {r})");
+            let x = data(group * in_len, 1);
+            let (mut pad_a, mut pad_b) = (Vec::new(), Vec::new());
+            for imgs in [group, 2, group] {
+                let ld = imgs * p + 3; // a wider row stride than the images need
+                let (mut a, mut b) = (vec![9.0; rows * ld], vec![9.0; rows * ld]);
+                by_rows.im2col(&g, &x, imgs, &mut pad_a, &mut a, ld);
+                by_table.im2col(&g, &x, imgs, &mut pad_b, &mut b, ld);
+                for r in 0..rows {
+                    assert_eq!(a[r * ld..][..imgs * p], b[r * ld..][..imgs * p], "im2col row {r}, {h}×{w} k{k}");
+                }
+                let cols = data(rows * ld, 2);
+                let (mut da, mut db) = (vec![5.0; imgs * in_len], vec![5.0; imgs * in_len]);
+                by_rows.col2im(&g, &cols, ld, imgs, &mut Vec::new(), &mut da);
+                by_table.col2im(&g, &cols, ld, imgs, &mut Vec::new(), &mut db);
+                assert_eq!(da, db, "col2im, {h}×{w} k{k}");
+                let lhs: f64 = (0..rows)
+                    .flat_map(|r| (0..imgs * p).map(move |q| r * ld + q))
+                    .map(|i| (a[i] * cols[i]) as f64)
+                    .sum();
+                let rhs: f64 = x.iter().zip(&da).map(|(u, v)| (u * v) as f64).sum();
+                assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "adjoint: {lhs} vs {rhs}");
+                let mut t = vec![0.0; imgs * p * rows];
+                Unfold::gathering(&g, group).im2col_t(&g, &x, imgs, &mut Vec::new(), &mut t);
+                for r in 0..rows {
+                    for q in 0..imgs * p {
+                        assert_eq!(t[q * rows + r], a[r * ld + q], "im2col_t ({q}, {r})");
+                    }
                 }
             }
         }
@@ -341,10 +373,10 @@ mod tests {
     #[test]
     fn inactive_taps_are_dropped() {
         let one = ConvGeom::new([1, 2, 1, 1], [3, 2, 3, 3], 1, 1).expect("geometry");
-        assert_eq!(Unfold::new(&one).taps(), &[4]);
+        assert_eq!(Unfold::new(&one, 1).taps(), &[4]);
         let down = ConvGeom::new([1, 2, 2, 2], [3, 2, 3, 3], 2, 1).expect("geometry");
-        assert_eq!(Unfold::transposed(&down).taps(), &[4, 5, 7, 8]);
-        let u = Unfold::new(&down);
+        assert_eq!(Unfold::gathering(&down, 1).taps(), &[4, 5, 7, 8]);
+        let u = Unfold::new(&down, 1);
         let w = data(3 * 2 * 9, 3);
         let back = u.expand_weight(&down, &u.compact_weight(&down, &w));
         for (i, (a, b)) in back.iter().zip(&w).enumerate() {

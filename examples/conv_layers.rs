@@ -1,0 +1,51 @@
+//! Times the three convolution passes of src/conv.rs at every layer geometry of a ResNet-18
+//! (ImageNet stem, width 16, 28 px, batch 128: the `fashion-mnist` preset), single call each.
+//! `cargo run --example conv_layers [batch]` (threads: RAYON_NUM_THREADS).
+use byol::conv::{self, ConvGeom};
+use std::time::Instant;
+
+fn median(mut f: impl FnMut()) -> f64 {
+    f();
+    let mut v: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[2]
+}
+
+fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(128);
+    // (c, h, o, k, stride, pad, count per forward pass)
+    let layers = [
+        (1, 28, 16, 7, 2, 3, 1),
+        (16, 7, 16, 3, 1, 1, 4),
+        (16, 7, 32, 3, 2, 1, 1),
+        (32, 4, 32, 3, 1, 1, 3),
+        (16, 7, 32, 1, 2, 0, 1),
+        (32, 4, 64, 3, 2, 1, 1),
+        (64, 2, 64, 3, 1, 1, 3),
+        (32, 4, 64, 1, 2, 0, 1),
+        (64, 2, 128, 3, 2, 1, 1),
+        (128, 1, 128, 3, 1, 1, 3),
+        (64, 2, 128, 1, 2, 0, 1),
+    ];
+    let (mut tf, mut tdx, mut tdw) = (0.0, 0.0, 0.0);
+    println!("| c | h | o | k | s | × | fwd ms | dx ms | dw ms |");
+    for (c, h, o, k, s, p, count) in layers {
+        let g = ConvGeom::new([n, c, h, h], [o, c, k, k], s, p).expect("geometry");
+        let x: Vec<f32> = (0..n * c * h * h).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
+        let w: Vec<f32> = (0..o * c * k * k).map(|i| (i % 13) as f32 * 0.01 - 0.06).collect();
+        let dy: Vec<f32> = (0..n * o * g.oh * g.ow).map(|i| (i % 11) as f32 * 0.1 - 0.5).collect();
+        let f = median(|| drop(conv::forward(&g, &x, &w)));
+        let dx = median(|| drop(conv::backward_input(&g, &dy, &w)));
+        let dw = median(|| drop(conv::backward_weight(&g, &x, &dy)));
+        let m = count as f64;
+        (tf, tdx, tdw) = (tf + f * m, tdx + dx * m, tdw + dw * m);
+        println!("| {c} | {h} | {o} | {k} | {s} | {count} | {f:.2} | {dx:.2} | {dw:.2} |");
+    }
+    println!("one view, online encoder: forward {tf:.1} ms, input grads {tdx:.1} ms, weight grads {tdw:.1} ms");
+}
