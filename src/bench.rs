@@ -28,10 +28,12 @@ pub struct BenchCase {
 #[derive(Clone, Debug)]
 pub struct BenchResult {
     pub median_ms: f64,
-    /// Floating-point operations of one step (2 per multiply-add): every convolution pass the
-    /// CPU kernels ran (forward, input and weight gradients; counted by `conv::macs`, so 0 on
-    /// GPU backends) plus the projector/predictor matrix products (forward + 2× backward for the
-    /// online heads, forward for the target projector). BatchNorm, ReLU and the rest are left out.
+    /// Floating-point operations of one step (2 per multiply-add), counted from the geometry
+    /// (the same on every backend and kernel, and what PyTorch would do): every convolution pass
+    /// (forward; weight and input gradients where autodiff computes them, see
+    /// `conv_op::nominal_macs`) plus the projector/predictor matrix products (forward + 2×
+    /// backward for the online heads, forward for the target projector). BatchNorm, ReLU and the
+    /// rest are left out.
     pub flops: f64,
     pub images_per_s: f64,
     pub times_ms: Vec<f64>,
@@ -62,9 +64,9 @@ pub fn bench_step(case: &BenchCase, device_name: &str, warmup: usize, steps: usi
         let v2 = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
         let _ = device.sync();
         let t = Instant::now();
-        let macs0 = crate::conv::macs();
+        let macs0 = crate::conv_op::nominal_macs();
         let out = model.forward_backward(v1, v2);
-        conv_macs = crate::conv::macs() - macs0;
+        conv_macs = crate::conv_op::nominal_macs() - macs0;
         model.apply(&out.grads, &mut opt, 0.1, 0.99);
         let _ = crate::params::to_vec(&model.target.param("encoder.conv1.weight").value);
         let _ = device.sync();

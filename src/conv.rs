@@ -23,15 +23,6 @@ use crate::unfold::Unfold;
 /// convolution path a graph took.
 static CALLS: [AtomicUsize; 3] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
 
-/// Multiply-adds done by the kernels so far (all three passes; taps that only read padding are
-/// skipped and not counted), for FLOP accounting in benchmarks.
-static MACS: AtomicUsize = AtomicUsize::new(0);
-
-/// Multiply-adds done by the convolution kernels so far in this process.
-pub fn macs() -> usize {
-    MACS.load(Ordering::Relaxed)
-}
-
 /// Calls so far of [`forward`], [`backward_input`] and [`backward_weight`], in this process.
 pub fn calls() -> [usize; 3] {
     [0, 1, 2].map(|i| CALLS[i].load(Ordering::Relaxed))
@@ -122,7 +113,6 @@ pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let gs = group(g);
     let unfold = Unfold::new(g, gs);
     let (kk, p) = (unfold.rows(g), g.pixels());
-    MACS.fetch_add(g.n * g.o * kk * p, Ordering::Relaxed);
     let mut y = vec![0.0f32; g.n * g.out_len()];
     if y.is_empty() {
         return y;
@@ -176,7 +166,6 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     let gs = group(g);
     let unfold = Unfold::new(g, gs);
     let (kk, p) = (unfold.rows(g), g.pixels());
-    MACS.fetch_add(g.n * g.o * kk * p, Ordering::Relaxed);
     let mut dx = vec![0.0f32; g.n * g.in_len()];
     if dx.is_empty() {
         return dx;
@@ -216,7 +205,6 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let chunk = group(g).max(WGRAD_CHUNK.min(g.n.max(1)));
     let unfold = Unfold::gathering(g, chunk);
     let (kk, p) = (unfold.rows(g), g.pixels());
-    MACS.fetch_add(g.n * g.o * kk * p, Ordering::Relaxed);
     let wlen = g.o * kk;
     let chunks: Vec<usize> = (0..g.n.div_ceil(chunk)).collect();
     let par = inner_parallelism(chunks.len());

@@ -14,6 +14,8 @@ use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::conv::{self, ConvGeom};
 
 /// Bias-free 2-D convolution with a square kernel and symmetric padding, and its gradients.
@@ -143,10 +145,27 @@ fn burn_conv_requested() -> bool {
     *FLAG.get_or_init(|| std::env::var_os("BYOL_BURN_CONV").is_some_and(|v| v != "0"))
 }
 
+/// Nominal multiply-adds of the convolutions run through [`conv2d`] so far (see [`nominal_macs`]).
+static NOMINAL_MACS: AtomicUsize = AtomicUsize::new(0);
+
+/// Multiply-adds of every convolution pass requested through [`conv2d`] so far in this process,
+/// counted from the geometry alone (`n·o·c·k²·oh·ow` per pass: the forward, plus the weight
+/// gradient when the input is on the autodiff backend and the input gradient when the input
+/// itself is tracked), whatever backend or kernel runs them and whatever work a kernel skips
+/// (taps that only read padding): the FLOP basis of `byol bench`, comparable with PyTorch.
+pub fn nominal_macs() -> usize {
+    NOMINAL_MACS.load(Ordering::Relaxed)
+}
+
 /// Bias-free 2-D convolution with symmetric padding: the im2col + GEMM kernels on the CPU
 /// backend for float32 (differentiable through the autodiff node above), burn's `conv2d`
 /// elsewhere (GPU backends, float64).
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
+    if let Some(g) = ConvGeom::new(x.dims(), weight.dims(), stride, pad) {
+        let passes = 1 + usize::from(weight.is_tracked()) + usize::from(x.is_tracked());
+        let macs = g.n * g.o * g.rows() * g.pixels();
+        NOMINAL_MACS.fetch_add(passes * macs, Ordering::Relaxed);
+    }
     let f32s = x.dtype() == DType::F32 && weight.dtype() == DType::F32;
     if f32s && on_flex(&x) && !burn_conv_requested() {
         Tensor::from_dispatch(Dispatch::byol_conv2d(x.into_dispatch(), weight.into_dispatch(), stride, pad))
