@@ -76,6 +76,15 @@ fn vector(v: Vec<f32>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(v, [n]))
 }
 
+/// Elements per parallel task at least: below this, rayon's per-task cost (~1 µs) outweighs the
+/// work (BatchNorm layers of small feature maps have rows of 1–49 values).
+pub(crate) const TASK_ELEMENTS: usize = 16_384;
+
+/// Parallel items per task when each item covers `item` elements.
+pub(crate) fn min_items(item: usize) -> usize {
+    (TASK_ELEMENTS / item.max(1)).max(1)
+}
+
 /// Σ f(k) for k in 0..len in float64: short rows in order, longer ones over 8 interleaved lanes
 /// (a fixed order the compiler can vectorise), then the lanes in order.
 fn lane_sum(len: usize, f: impl Fn(usize) -> f64) -> f64 {
@@ -101,9 +110,10 @@ fn channel_sums<F>(dims: [usize; 3], f: F) -> Vec<(f64, f64)>
 where
     F: Fn(usize, usize) -> (f64, f64) + Sync,
 {
-    let [n, c, _] = dims;
+    let [n, c, s] = dims;
     (0..c)
         .into_par_iter()
+        .with_min_len(min_items(n * s))
         .map(|ch| {
             let (mut a, mut b) = (0f64, 0f64);
             for i in 0..n {
@@ -125,7 +135,7 @@ where
     if c * s == 0 {
         return;
     }
-    out.par_chunks_mut(c * s).enumerate().for_each(|(i, sample)| {
+    out.par_chunks_mut(c * s).with_min_len(min_items(c * s)).enumerate().for_each(|(i, sample)| {
         for (ch, row) in sample.chunks_mut(s.max(1)).enumerate() {
             f(i, ch, row);
         }
@@ -187,7 +197,8 @@ impl BatchNormBackend for Flex {
         let at = move |i: usize, ch: usize| (i * c + ch) * s;
         // Gradient reaching the BatchNorm output: dy, zeroed by ReLU where the output is ≤ 0.
         let g: std::borrow::Cow<'_, [f32]> = if relu {
-            let masked = dyv.par_iter().zip(yv.par_iter()).map(|(d, y)| if *y <= 0.0 { 0.0 } else { *d });
+            let masked = dyv.par_iter().zip(yv.par_iter()).with_min_len(TASK_ELEMENTS);
+            let masked = masked.map(|(d, y)| if *y <= 0.0 { 0.0 } else { *d });
             std::borrow::Cow::Owned(masked.collect())
         } else {
             std::borrow::Cow::Borrowed(&dyv[..])

@@ -19,6 +19,8 @@ use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::bn_op::min_items;
+
 /// Square max pooling with symmetric padding, and its input gradient.
 #[backend_extension(Flex, Autodiff)]
 pub trait PoolBackend: burn::backend::Backend {
@@ -100,7 +102,7 @@ impl PoolBackend for Flex {
         let xv = values(&x);
         let mut y = vec![0f32; planes * g.oh * g.ow];
         if !y.is_empty() {
-            y.par_chunks_mut(g.oh * g.ow).enumerate().for_each(|(pi, out)| {
+            y.par_chunks_mut(g.oh * g.ow).with_min_len(min_items(g.h * g.w)).enumerate().for_each(|(pi, out)| {
                 let plane = &xv[pi * g.h * g.w..(pi + 1) * g.h * g.w];
                 for oy in 0..g.oh {
                     for ox in 0..g.ow {
@@ -118,7 +120,7 @@ impl PoolBackend for Flex {
         let (xv, dyv) = (values(&x), values(&dy));
         let mut dx = vec![0f32; xv.len()];
         if !dx.is_empty() {
-            dx.par_chunks_mut(g.h * g.w).enumerate().for_each(|(pi, grad)| {
+            dx.par_chunks_mut(g.h * g.w).with_min_len(min_items(g.h * g.w)).enumerate().for_each(|(pi, grad)| {
                 let plane = &xv[pi * g.h * g.w..(pi + 1) * g.h * g.w];
                 let d = &dyv[pi * g.oh * g.ow..(pi + 1) * g.oh * g.ow];
                 for oy in 0..g.oh {
