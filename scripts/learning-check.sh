@@ -4,8 +4,8 @@
 # random init) from the run's metrics.jsonl, for BENCHMARKS.md. Minutes, not part of CI.
 #
 # Usage: scripts/learning-check.sh RUN_DIR [--set key=value ...]
-#   scripts/learning-check.sh /tmp/runs/fm                          # the preset (~8 min, 2 cores)
-#   scripts/learning-check.sh /tmp/runs/fm5 --set optim.epochs=5    # the longer curve (~22 min)
+#   scripts/learning-check.sh /tmp/runs/fm                          # the preset (~10 min, 2 cores)
+#   scripts/learning-check.sh /tmp/runs/fm1 --set run.seed=1        # another seed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/learning-check.sh RUN_DIR [--set key=value ...]}

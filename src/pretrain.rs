@@ -337,6 +337,15 @@ fn save(
         probe.opt.state(),
         cfg.to_toml(),
     );
+    // A diverging optimizer can overflow the weights while the loss still looks finite (BatchNorm
+    // normalises the blow-up away): such a state is never written over the last good one.
+    let mut tensors = ck.online.iter().chain(ck.target.iter());
+    if let Some((name, _)) = tensors.find(|(_, (_, v))| v.iter().any(|x| !x.is_finite())) {
+        bail!(
+            "parameter {name} became non-finite at step {step}; the run stopped and the last good checkpoint in {} is intact. Lower optim.base_lr or optim.weight_decay.",
+            dir.display()
+        );
+    }
     ck.save(dir, cfg.run.keep_checkpoints)?;
     Ok(())
 }
