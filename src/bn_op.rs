@@ -18,10 +18,12 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, AutodiffBackend, Dispatch, DispatchDevice, Flex, TensorMetadata};
+use burn::backend::{backend_extension, AutodiffBackend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::activation::relu as burn_relu;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
+
+use crate::cpu_ops::{on_flex_f32, values};
 
 /// Fused training-mode BatchNorm over dimension 1 (+ ReLU) and its gradients.
 #[backend_extension(Flex, Autodiff)]
@@ -54,13 +56,8 @@ pub trait BatchNormBackend: burn::backend::Backend {
     }
 }
 
-/// Contiguous float32 values of a flex tensor (copied only when it is a strided view).
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    assert_eq!(t.dtype(), DType::F32, "BatchNorm: only float32 is supported on the CPU path");
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous").to_vec()),
-    }
+fn values_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    values(t, "BatchNorm")
 }
 
 /// `[n, c, s]`: batch, channels, and positions per channel (product of the dimensions after 1).
@@ -153,7 +150,7 @@ impl BatchNormBackend for Flex {
         let dims = layout(&x);
         let shape = x.shape();
         let [n, c, s] = dims;
-        let (xv, gv, bv) = (values(&x), values(&gamma), values(&beta));
+        let (xv, gv, bv) = (values_f32(&x), values_f32(&gamma), values_f32(&beta));
         let count = (n * s).max(1) as f64;
         let row = |i: usize, ch: usize| &xv[(i * c + ch) * s..][..s];
         let sums = channel_sums(dims, |i, ch| {
@@ -192,8 +189,8 @@ impl BatchNormBackend for Flex {
         let dims = layout(&x);
         let shape = x.shape();
         let [n, c, s] = dims;
-        let (xv, gv, mv, vv) = (values(&x), values(&gamma), values(&mean), values(&var));
-        let (yv, dyv) = (values(&y), values(&dy));
+        let (xv, gv, mv, vv) = (values_f32(&x), values_f32(&gamma), values_f32(&mean), values_f32(&var));
+        let (yv, dyv) = (values_f32(&y), values_f32(&dy));
         let at = move |i: usize, ch: usize| (i * c + ch) * s;
         // Gradient reaching the BatchNorm output: dy, zeroed by ReLU where the output is ≤ 0.
         let g: std::borrow::Cow<'_, [f32]> = if relu {
@@ -284,19 +281,9 @@ fn burn_bn_requested() -> bool {
     *FLAG.get_or_init(|| std::env::var_os("BYOL_BURN_BN").is_some_and(|v| v != "0"))
 }
 
-/// Whether `t` lives on the flex (CPU) backend as float32, where the fused kernel applies.
+/// Whether `t` takes the fused kernel: float32 on the flex (CPU) backend, not switched off.
 fn fused<const D: usize>(t: &Tensor<D>) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        t.dtype() == DType::F32
-            && matches!(t.device().inner().as_dispatch(), DispatchDevice::Flex(_))
-            && !burn_bn_requested()
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = t;
-        false
-    }
+    on_flex_f32(t) && !burn_bn_requested()
 }
 
 /// Training-mode BatchNorm over dimension 1 (then ReLU when `relu`): returns the output and

@@ -9,7 +9,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Dispatch, DispatchDevice, Flex, TensorMetadata};
+use burn::backend::{backend_extension, Dispatch, Flex, TensorMetadata};
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
@@ -17,6 +17,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::conv::{self, ConvGeom};
+use crate::cpu_ops::{on_flex_f32, values};
 
 /// Bias-free 2-D convolution with a square kernel and symmetric padding, and its gradients.
 #[backend_extension(Flex, Autodiff)]
@@ -49,19 +50,14 @@ pub trait ConvBackend: burn::backend::Backend {
     }
 }
 
+fn values_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    values(t, "convolution")
+}
+
 fn dims4(t: &FlexTensor) -> [usize; 4] {
     let s = t.shape();
     assert_eq!(s.num_dims(), 4, "convolution: expected a rank-4 tensor, got shape {s:?}");
     [s[0], s[1], s[2], s[3]]
-}
-
-/// Contiguous float32 values of a flex tensor (copied only when it is a strided view).
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    assert_eq!(t.dtype(), DType::F32, "convolution: only float32 is supported on the CPU path");
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous").to_vec()),
-    }
 }
 
 fn geom(x: &FlexTensor, w: &FlexTensor, stride: usize, pad: usize) -> ConvGeom {
@@ -78,15 +74,15 @@ fn flex(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
 impl ConvBackend for Flex {
     fn byol_conv2d(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
         let g = geom(&x, &weight, stride, pad);
-        flex(conv::forward(&g, &values(&x), &values(&weight)), [g.n, g.o, g.oh, g.ow])
+        flex(conv::forward(&g, &values_f32(&x), &values_f32(&weight)), [g.n, g.o, g.oh, g.ow])
     }
     fn byol_conv2d_dx(x: FlexTensor, weight: FlexTensor, dy: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
         let g = geom(&x, &weight, stride, pad);
-        flex(conv::backward_input(&g, &values(&dy), &values(&weight)), [g.n, g.c, g.h, g.w])
+        flex(conv::backward_input(&g, &values_f32(&dy), &values_f32(&weight)), [g.n, g.c, g.h, g.w])
     }
     fn byol_conv2d_dw(x: FlexTensor, weight: FlexTensor, dy: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
         let g = geom(&x, &weight, stride, pad);
-        flex(conv::backward_weight(&g, &values(&x), &values(&dy)), [g.o, g.c, g.k, g.k])
+        flex(conv::backward_weight(&g, &values_f32(&x), &values_f32(&dy)), [g.o, g.c, g.k, g.k])
     }
 }
 
@@ -126,19 +122,6 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     }
 }
 
-/// Whether `t` lives on the flex (CPU) backend, where the kernels of [`crate::conv`] apply.
-fn on_flex(t: &Tensor<4>) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        matches!(t.device().inner().as_dispatch(), DispatchDevice::Flex(_))
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = t;
-        false
-    }
-}
-
 /// `BYOL_BURN_CONV=1` selects burn's own convolution on the CPU too (for benchmarks).
 fn burn_conv_requested() -> bool {
     static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -166,8 +149,7 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -> Ten
         let macs = g.n * g.o * g.rows() * g.pixels();
         NOMINAL_MACS.fetch_add(passes * macs, Ordering::Relaxed);
     }
-    let f32s = x.dtype() == DType::F32 && weight.dtype() == DType::F32;
-    if f32s && on_flex(&x) && !burn_conv_requested() {
+    if on_flex_f32(&x) && weight.dtype() == DType::F32 && !burn_conv_requested() {
         Tensor::from_dispatch(Dispatch::byol_conv2d(x.into_dispatch(), weight.into_dispatch(), stride, pad))
     } else {
         burn_conv2d(x, weight, None, ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1))

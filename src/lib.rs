@@ -11,6 +11,7 @@ pub mod cli_eval;
 pub mod config;
 pub mod conv;
 pub mod conv_op;
+mod cpu_ops;
 pub mod datasets;
 pub mod dense;
 pub mod distributed;

@@ -13,13 +13,14 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Dispatch, DispatchDevice, Flex, TensorMetadata};
+use burn::backend::{backend_extension, Dispatch, Flex, TensorMetadata};
 use burn::tensor::module::max_pool2d as burn_max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::bn_op::min_items;
+use crate::cpu_ops::{on_flex_f32, values};
 
 /// Square max pooling with symmetric padding, and its input gradient.
 #[backend_extension(Flex, Autodiff)]
@@ -86,20 +87,15 @@ impl Pool {
     }
 }
 
-/// Contiguous float32 values of a flex tensor (copied only when it is a strided view).
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    assert_eq!(t.dtype(), DType::F32, "max pooling: only float32 is supported on the CPU path");
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous").to_vec()),
-    }
+fn values_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    values(t, "max pooling")
 }
 
 impl PoolBackend for Flex {
     fn byol_max_pool2d(x: FlexTensor, k: usize, stride: usize, pad: usize) -> FlexTensor {
         let (g, planes) = Pool::new(&x, k, stride, pad);
         let shape = x.shape();
-        let xv = values(&x);
+        let xv = values_f32(&x);
         let mut y = vec![0f32; planes * g.oh * g.ow];
         if !y.is_empty() {
             y.par_chunks_mut(g.oh * g.ow).with_min_len(min_items(g.h * g.w)).enumerate().for_each(|(pi, out)| {
@@ -117,7 +113,7 @@ impl PoolBackend for Flex {
     fn byol_max_pool2d_backward(x: FlexTensor, dy: FlexTensor, k: usize, stride: usize, pad: usize) -> FlexTensor {
         let (g, _) = Pool::new(&x, k, stride, pad);
         let shape = x.shape();
-        let (xv, dyv) = (values(&x), values(&dy));
+        let (xv, dyv) = (values_f32(&x), values_f32(&dy));
         let mut dx = vec![0f32; xv.len()];
         if !dx.is_empty() {
             dx.par_chunks_mut(g.h * g.w).with_min_len(min_items(g.h * g.w)).enumerate().for_each(|(pi, grad)| {
@@ -164,23 +160,10 @@ impl<B: PoolBackend, C: CheckpointStrategy> PoolBackend for Autodiff<B, C> {
     }
 }
 
-/// Whether `t` is a float32 tensor on the flex (CPU) backend, where the kernel applies.
-fn on_flex(t: &Tensor<4>) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        t.dtype() == DType::F32 && matches!(t.device().inner().as_dispatch(), DispatchDevice::Flex(_))
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = t;
-        false
-    }
-}
-
 /// Max pooling over `k×k` windows with stride and symmetric padding: the kernel above on the
 /// CPU backend for float32, burn's `max_pool2d` elsewhere.
 pub fn max_pool2d(x: Tensor<4>, k: usize, stride: usize, pad: usize) -> Tensor<4> {
-    if on_flex(&x) {
+    if on_flex_f32(&x) {
         Tensor::from_dispatch(Dispatch::byol_max_pool2d(x.into_dispatch(), k, stride, pad))
     } else {
         burn_max_pool2d(x, MaxPoolOptions::new([k, k]).with_stride([stride, stride]).with_padding([pad, pad]))

@@ -1,0 +1,33 @@
+//! What the CPU extension operations ([`crate::conv_op`], [`crate::bn_op`], [`crate::pool_op`])
+//! share: reading a flex tensor's values, and deciding whether a tensor takes the CPU kernels.
+
+use std::borrow::Cow;
+
+use burn::backend::flex::FlexTensor;
+#[cfg(feature = "flex")]
+use burn::backend::DispatchDevice;
+use burn::tensor::{DType, Tensor};
+
+/// Contiguous float32 values of a flex tensor (copied only when it is a strided view); `op`
+/// names the operation in the panic message for other dtypes (the public wrappers route those
+/// to burn's own operations, so it does not happen).
+pub(crate) fn values<'a>(t: &'a FlexTensor, op: &str) -> Cow<'a, [f32]> {
+    assert_eq!(t.dtype(), DType::F32, "{op}: only float32 is supported on the CPU path");
+    match t.as_slice::<f32>() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("contiguous").to_vec()),
+    }
+}
+
+/// Whether `t` is a float32 tensor on the flex (CPU) backend, where the CPU kernels apply.
+pub(crate) fn on_flex_f32<const D: usize>(t: &Tensor<D>) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        t.dtype() == DType::F32 && matches!(t.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = t;
+        false
+    }
+}
