@@ -23,7 +23,7 @@ use burn::tensor::activation::relu as burn_relu;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::cpu_ops::{on_flex_f32, values};
+use crate::cpu_ops::{min_items, on_flex_f32, values, TASK_ELEMENTS};
 
 /// Fused training-mode BatchNorm over dimension 1 (+ ReLU) and its gradients.
 #[backend_extension(Flex, Autodiff)]
@@ -71,15 +71,6 @@ fn layout(t: &FlexTensor) -> [usize; 3] {
 fn vector(v: Vec<f32>) -> FlexTensor {
     let n = v.len();
     FlexTensor::from_data(TensorData::new(v, [n]))
-}
-
-/// Elements per parallel task at least: below this, rayon's per-task cost (~1 µs) outweighs the
-/// work (BatchNorm layers of small feature maps have rows of 1–49 values).
-pub(crate) const TASK_ELEMENTS: usize = 16_384;
-
-/// Parallel items per task when each item covers `item` elements.
-pub(crate) fn min_items(item: usize) -> usize {
-    (TASK_ELEMENTS / item.max(1)).max(1)
 }
 
 /// Σ f(k) for k in 0..len in float64: short rows in order, longer ones over 8 interleaved lanes

@@ -1,5 +1,6 @@
 //! What the CPU extension operations ([`crate::conv_op`], [`crate::bn_op`], [`crate::pool_op`])
-//! share: reading a flex tensor's values, and deciding whether a tensor takes the CPU kernels.
+//! share: reading a flex tensor's values, deciding whether a tensor takes the CPU kernels, and
+//! the size of their parallel tasks.
 
 use std::borrow::Cow;
 
@@ -30,4 +31,13 @@ pub(crate) fn on_flex_f32<const D: usize>(t: &Tensor<D>) -> bool {
         let _ = t;
         false
     }
+}
+
+/// Elements per parallel task at least: below this, rayon's per-task cost (~1 µs) outweighs the
+/// work (BatchNorm and pooling over small feature maps have rows of 1–49 values).
+pub(crate) const TASK_ELEMENTS: usize = 16_384;
+
+/// Parallel items per task when each item covers `item` elements.
+pub(crate) fn min_items(item: usize) -> usize {
+    (TASK_ELEMENTS / item.max(1)).max(1)
 }

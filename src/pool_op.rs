@@ -19,8 +19,7 @@ use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::bn_op::min_items;
-use crate::cpu_ops::{on_flex_f32, values};
+use crate::cpu_ops::{min_items, on_flex_f32, values};
 
 /// Square max pooling with symmetric padding, and its input gradient.
 #[backend_extension(Flex, Autodiff)]
