@@ -83,6 +83,10 @@ fn single(args: &[String]) -> Output {
 fn mpirun(n: usize, args: &[String], env: &[(&str, &str)], limit: Duration) -> (Output, bool) {
     let mut cmd = Command::new("mpirun");
     cmd.args(["--allow-run-as-root", "--oversubscribe", "-n", &n.to_string()]);
+    // PMIx's default shared-memory key store needs free space in the session directory (/tmp);
+    // on a nearly full disk MPI_Init fails with "PMIX ERROR: OUT-OF-RESOURCE". The hash store
+    // needs none (docs/distributed.md, troubleshooting).
+    cmd.env("PMIX_MCA_gds", "hash");
     for (k, v) in env {
         cmd.env(k, v);
         cmd.args(["-x", k]);
