@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::cpu_ops::on_flex_f32;
 use crate::grads::GradMap;
 use crate::heads::{self, MlpConfig};
 use crate::loss::{normalized_std, regression_loss};
@@ -36,6 +37,26 @@ impl Default for ByolConfig {
             predictor: MlpConfig::new(4096, 256),
         }
     }
+}
+
+/// Online forward of one view through `online`: (y, z, q).
+fn online_forward(
+    cfg: &ByolConfig,
+    online: &mut ParamSet,
+    x: Tensor<4>,
+    train: bool,
+) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+    let y = resnet::forward(&cfg.encoder, online, "encoder.", x, train);
+    let z = heads::forward(online, "projector.", y.clone(), train);
+    let q = heads::forward(online, "predictor.", z.clone(), train);
+    (y, z, q)
+}
+
+/// Target forward of one view through `target` (BatchNorm in training mode, inner backend: no
+/// graph, so no gradient flows back — the paper's stop-gradient): z′.
+fn target_forward(cfg: &ByolConfig, target: &mut ParamSet, x: Tensor<4>) -> Tensor<2> {
+    let y = resnet::forward(&cfg.encoder, target, "encoder.", x.inner(), true);
+    heads::forward(target, "projector.", y, true)
 }
 
 /// Online and target parameters. Online tensors are named `encoder.*`, `projector.*`,
@@ -89,16 +110,12 @@ impl Byol {
 
     /// Online forward of one view: (y, z, q).
     pub fn online_forward(&mut self, x: Tensor<4>, train: bool) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
-        let y = resnet::forward(&self.cfg.encoder, &mut self.online, "encoder.", x, train);
-        let z = heads::forward(&mut self.online, "projector.", y.clone(), train);
-        let q = heads::forward(&mut self.online, "predictor.", z.clone(), train);
-        (y, z, q)
+        online_forward(&self.cfg, &mut self.online, x, train)
     }
 
     /// Target forward of one view (BatchNorm in training mode, no graph): z′.
     pub fn target_forward(&mut self, x: Tensor<4>) -> Tensor<2> {
-        let y = resnet::forward(&self.cfg.encoder, &mut self.target, "encoder.", x.inner(), true);
-        heads::forward(&mut self.target, "projector.", y, true)
+        target_forward(&self.cfg, &mut self.target, x)
     }
 
     /// Encoder features only (evaluation: `train = false` uses running statistics).
@@ -113,10 +130,22 @@ impl Byol {
             Some(d) if d.is_autodiff() => x.autodiff(),
             _ => x,
         };
-        let (y1, z1, q1) = self.online_forward(to_online(view1.clone()), true);
-        let (_, _, q2) = self.online_forward(to_online(view2.clone()), true);
-        let t1 = self.target_forward(view1);
-        let t2 = self.target_forward(view2);
+        let (a1, a2) = (to_online(view1.clone()), to_online(view2.clone()));
+        let concurrent = on_flex_f32(&view1) && crate::distributed::bn_group().is_none();
+        let (cfg, online, target) = (&self.cfg, &mut self.online, &mut self.target);
+        let online_views = || {
+            let (y1, z1, q1) = online_forward(cfg, online, a1, true);
+            let (_, _, q2) = online_forward(cfg, online, a2, true);
+            (y1, z1, q1, q2)
+        };
+        let target_views = || (target_forward(cfg, target, view1), target_forward(cfg, target, view2));
+        // The online and target networks share nothing in the forward pass, so on the CPU they
+        // run side by side (each view's BatchNorm running statistics still update in order, and
+        // every kernel's result is independent of threads, so the step is bit-identical to the
+        // sequential one). Not with cross-replica BatchNorm: its collectives must run in the
+        // same order on every rank. GPU backends queue the work anyway.
+        let ((y1, z1, q1, q2), (t1, t2)) =
+            if concurrent { rayon::join(online_views, target_views) } else { (online_views(), target_views()) };
         let z_std = normalized_std(z1);
         let loss = regression_loss(q1, t2.autodiff()) + regression_loss(q2, t1.autodiff());
         let grads = loss.backward();

@@ -97,12 +97,18 @@ impl<B: ConvBackend> Backward<B, 2> for ConvBackward {
         let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
         let (x, w, stride, pad) = ops.state;
-        if let Some(node) = node_w {
-            let dw = B::byol_conv2d_dw(x.clone(), w.clone(), dy.clone(), stride, pad);
+        // The two gradients are independent: computed side by side, the small late-stage
+        // convolutions (too little work to spread one pass over every thread) keep both busy.
+        // Each kernel's result does not depend on threads, so neither does the step's.
+        let (dw, dx) = rayon::join(
+            || node_w.as_ref().map(|_| B::byol_conv2d_dw(x.clone(), w.clone(), dy.clone(), stride, pad)),
+            || node_x.as_ref().map(|_| B::byol_conv2d_dx(x.clone(), w.clone(), dy.clone(), stride, pad)),
+        );
+        if let (Some(node), Some(dw)) = (node_w, dw) {
             grads.register::<B>(node.id, dw);
         }
-        if let Some(node) = node_x {
-            grads.register::<B>(node.id, B::byol_conv2d_dx(x, w, dy, stride, pad));
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<B>(node.id, dx);
         }
     }
 }
