@@ -8,7 +8,8 @@
 # Usage: BYOL=target/debug/byol PYTHON=python3 bash scripts/bench-vs-pytorch.sh [--quick]
 #   --quick  only widths 16/32 at batch 64 and the preset shape
 # Env: BYOL (default target/debug/byol), PYTHON (default python3), ROUNDS (default 1),
-#      THREADS (default 2).
+#      THREADS (default 2), BASELINE (optional: an older byol binary, run before BYOL in every
+#      case, for before/after ratios measured side by side).
 # PyTorch is not part of CI; install it in a venv:
 #   python3 -m venv /tmp/tvenv && /tmp/tvenv/bin/pip install torch torchvision
 #   PYTHON=/tmp/tvenv/bin/python bash scripts/bench-vs-pytorch.sh
@@ -35,12 +36,19 @@ else
 fi
 CASES+=("--stem imagenet --width 16 --batch 128 --in-channels 1 --image-size 28 --hidden 512 --out 128")
 
-echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ)  byol=$BYOL  python=$PYTHON  rounds=$ROUNDS  threads=$THREADS"
+BASELINE=${BASELINE:-}
+echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ)  byol=$BYOL  baseline=${BASELINE:-none}  python=$PYTHON  rounds=$ROUNDS  threads=$THREADS"
 "$PYTHON" -c 'import torch; print("# torch", torch.__version__)'
 for r in $(seq 1 "$ROUNDS"); do
   for c in "${CASES[@]}"; do
     echo
     echo "## round $r: $c"
+    if [ -n "$BASELINE" ]; then
+      echo "# baseline:"
+      # shellcheck disable=SC2086
+      "$BASELINE" bench $c $COMMON
+      echo "# byol:"
+    fi
     # shellcheck disable=SC2086
     "$BYOL" bench $c $COMMON
     # shellcheck disable=SC2086

@@ -269,7 +269,7 @@ impl<B: BatchNormBackend, C: CheckpointStrategy> BatchNormBackend for Autodiff<B
 /// `BYOL_BURN_BN=1` selects burn's own BatchNorm on the CPU too (for benchmarks).
 fn burn_bn_requested() -> bool {
     static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FLAG.get_or_init(|| std::env::var_os("BYOL_BURN_BN").is_some_and(|v| v != "0"))
+    crate::cpu_ops::env_switch(&FLAG, "BYOL_BURN_BN")
 }
 
 /// Whether `t` takes the fused kernel: float32 on the flex (CPU) backend, not switched off.

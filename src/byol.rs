@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::cpu_ops::on_flex_f32;
+use crate::cpu_ops::{on_flex_f32, SIDE_BY_SIDE_MAX_MACS};
 use crate::grads::GradMap;
 use crate::heads::{self, MlpConfig};
 use crate::loss::{normalized_std, regression_loss};
@@ -131,7 +131,10 @@ impl Byol {
             _ => x,
         };
         let (a1, a2) = (to_online(view1.clone()), to_online(view2.clone()));
-        let concurrent = on_flex_f32(&view1) && crate::distributed::bn_group().is_none();
+        let [n, _, h, w] = view1.dims();
+        let concurrent = on_flex_f32(&view1)
+            && crate::distributed::bn_group().is_none()
+            && self.cfg.encoder.stage_conv_macs(n, h, w) <= SIDE_BY_SIDE_MAX_MACS;
         let (cfg, online, target) = (&self.cfg, &mut self.online, &mut self.target);
         let online_views = || {
             let (y1, z1, q1) = online_forward(cfg, online, a1, true);
@@ -143,7 +146,8 @@ impl Byol {
         // run side by side (each view's BatchNorm running statistics still update in order, and
         // every kernel's result is independent of threads, so the step is bit-identical to the
         // sequential one). Not with cross-replica BatchNorm: its collectives must run in the
-        // same order on every rank. GPU backends queue the work anyway.
+        // same order on every rank; not for large networks, whose convolutions keep every
+        // thread busy already (SIDE_BY_SIDE_MAX_MACS). GPU backends queue the work anyway.
         let ((y1, z1, q1, q2), (t1, t2)) =
             if concurrent { rayon::join(online_views, target_views) } else { (online_views(), target_views()) };
         let z_std = normalized_std(z1);

@@ -17,7 +17,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::conv::{self, ConvGeom};
-use crate::cpu_ops::{on_flex_f32, values};
+use crate::cpu_ops::{on_flex_f32, values, SIDE_BY_SIDE_MAX_MACS};
 
 /// Bias-free 2-D convolution with a square kernel and symmetric padding, and its gradients.
 #[backend_extension(Flex, Autodiff)]
@@ -54,7 +54,7 @@ fn values_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     values(t, "convolution")
 }
 
-fn dims4(t: &FlexTensor) -> [usize; 4] {
+fn dims4(t: &impl TensorMetadata) -> [usize; 4] {
     let s = t.shape();
     assert_eq!(s.num_dims(), 4, "convolution: expected a rank-4 tensor, got shape {s:?}");
     [s[0], s[1], s[2], s[3]]
@@ -97,13 +97,14 @@ impl<B: ConvBackend> Backward<B, 2> for ConvBackward {
         let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
         let (x, w, stride, pad) = ops.state;
-        // The two gradients are independent: computed side by side, the small late-stage
-        // convolutions (too little work to spread one pass over every thread) keep both busy.
-        // Each kernel's result does not depend on threads, so neither does the step's.
-        let (dw, dx) = rayon::join(
-            || node_w.as_ref().map(|_| B::byol_conv2d_dw(x.clone(), w.clone(), dy.clone(), stride, pad)),
-            || node_x.as_ref().map(|_| B::byol_conv2d_dx(x.clone(), w.clone(), dy.clone(), stride, pad)),
-        );
+        // The two gradients are independent: computed side by side, small convolutions (too
+        // little work to spread one pass over every thread) keep both threads busy. Each
+        // kernel's result does not depend on threads, so neither does the step's.
+        let small = ConvGeom::new(dims4(&x), dims4(&w), stride, pad)
+            .is_some_and(|g| g.n * g.o * g.rows() * g.pixels() <= SIDE_BY_SIDE_MAX_MACS);
+        let dw = || node_w.as_ref().map(|_| B::byol_conv2d_dw(x.clone(), w.clone(), dy.clone(), stride, pad));
+        let dx = || node_x.as_ref().map(|_| B::byol_conv2d_dx(x.clone(), w.clone(), dy.clone(), stride, pad));
+        let (dw, dx) = if small { rayon::join(dw, dx) } else { (dw(), dx()) };
         if let (Some(node), Some(dw)) = (node_w, dw) {
             grads.register::<B>(node.id, dw);
         }
@@ -131,7 +132,7 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
 /// `BYOL_BURN_CONV=1` selects burn's own convolution on the CPU too (for benchmarks).
 fn burn_conv_requested() -> bool {
     static FLAG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FLAG.get_or_init(|| std::env::var_os("BYOL_BURN_CONV").is_some_and(|v| v != "0"))
+    crate::cpu_ops::env_switch(&FLAG, "BYOL_BURN_CONV")
 }
 
 /// Nominal multiply-adds of the convolutions run through [`conv2d`] so far (see [`nominal_macs`]).

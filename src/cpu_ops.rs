@@ -3,6 +3,7 @@
 //! the size of their parallel tasks.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use burn::backend::flex::FlexTensor;
 #[cfg(feature = "flex")]
@@ -33,6 +34,13 @@ pub(crate) fn on_flex_f32<const D: usize>(t: &Tensor<D>) -> bool {
     }
 }
 
+/// Largest convolution (multiply-adds) for which independent work runs side by side on the CPU
+/// (the online and target forwards of a step, a convolution's two gradients). Below it the
+/// threads would otherwise wait on small layers (the `fashion-mnist` step: 1.15× faster); above
+/// it each convolution already keeps every thread busy and two at once only share the caches
+/// (CIFAR ResNet-18 width 64: 3–4 % slower side by side; BENCHMARKS.md, third session).
+pub(crate) const SIDE_BY_SIDE_MAX_MACS: usize = 1 << 31;
+
 /// Elements per parallel task at least: below this, rayon's per-task cost (~1 µs) outweighs the
 /// work (BatchNorm and pooling over small feature maps have rows of 1–49 values).
 pub(crate) const TASK_ELEMENTS: usize = 16_384;
@@ -40,4 +48,11 @@ pub(crate) const TASK_ELEMENTS: usize = 16_384;
 /// Parallel items per task when each item covers `item` elements.
 pub(crate) fn min_items(item: usize) -> usize {
     (TASK_ELEMENTS / item.max(1)).max(1)
+}
+
+/// Whether the environment switch `var` (`BYOL_BURN_CONV`, `BYOL_BURN_BN`: burn's own operation
+/// instead of the CPU kernel, for benchmarks) is set to anything but `0`; read once per process
+/// into `cell`.
+pub(crate) fn env_switch(cell: &OnceLock<bool>, var: &str) -> bool {
+    *cell.get_or_init(|| std::env::var_os(var).is_some_and(|v| v != "0"))
 }

@@ -90,6 +90,17 @@ impl ResNetConfig {
     }
 
     /// Dimension of the representation y.
+    /// Multiply-adds of one first-stage 3×3 convolution (`width` → `width` channels) over a
+    /// batch of `n` images of `h × w` pixels: every stage of a ResNet has about this many per
+    /// convolution, so it sizes the step's convolutions.
+    pub fn stage_conv_macs(&self, n: usize, h: usize, w: usize) -> usize {
+        let s = match self.stem {
+            Stem::Cifar => 1,
+            Stem::Imagenet => 4,
+        };
+        n * self.width * self.width * 9 * h.div_ceil(s) * w.div_ceil(s)
+    }
+
     pub fn out_dim(&self) -> usize {
         let block = self.layout().map(|l| l.0).unwrap_or(Block::BasicBlock);
         self.width * 8 * block.expansion()
