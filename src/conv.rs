@@ -66,6 +66,11 @@ impl ConvGeom {
     pub fn pixels(&self) -> usize {
         self.oh * self.ow
     }
+    /// Multiply-adds of one pass (forward, input or weight gradient) over the whole batch, all
+    /// kernel taps counted: `n·o·c·k²·oh·ow`.
+    pub fn macs(&self) -> usize {
+        self.n * self.o * self.rows() * self.pixels()
+    }
     /// A 1×1, stride-1, unpadded convolution reads the image itself as its column matrix.
     fn pointwise(&self) -> bool {
         self.k == 1 && self.stride == 1 && self.pad == 0

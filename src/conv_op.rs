@@ -100,8 +100,7 @@ impl<B: ConvBackend> Backward<B, 2> for ConvBackward {
         // The two gradients are independent: computed side by side, small convolutions (too
         // little work to spread one pass over every thread) keep both threads busy. Each
         // kernel's result does not depend on threads, so neither does the step's.
-        let small = ConvGeom::new(dims4(&x), dims4(&w), stride, pad)
-            .is_some_and(|g| g.n * g.o * g.rows() * g.pixels() <= SIDE_BY_SIDE_MAX_MACS);
+        let small = ConvGeom::new(dims4(&x), dims4(&w), stride, pad).is_some_and(|g| g.macs() <= SIDE_BY_SIDE_MAX_MACS);
         let dw = || node_w.as_ref().map(|_| B::byol_conv2d_dw(x.clone(), w.clone(), dy.clone(), stride, pad));
         let dx = || node_x.as_ref().map(|_| B::byol_conv2d_dx(x.clone(), w.clone(), dy.clone(), stride, pad));
         let (dw, dx) = if small { rayon::join(dw, dx) } else { (dw(), dx()) };
@@ -153,8 +152,7 @@ pub fn nominal_macs() -> usize {
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
     if let Some(g) = ConvGeom::new(x.dims(), weight.dims(), stride, pad) {
         let passes = 1 + usize::from(weight.is_tracked()) + usize::from(x.is_tracked());
-        let macs = g.n * g.o * g.rows() * g.pixels();
-        NOMINAL_MACS.fetch_add(passes * macs, Ordering::Relaxed);
+        NOMINAL_MACS.fetch_add(passes * g.macs(), Ordering::Relaxed);
     }
     if on_flex_f32(&x) && weight.dtype() == DType::F32 && !burn_conv_requested() {
         Tensor::from_dispatch(Dispatch::byol_conv2d(x.into_dispatch(), weight.into_dispatch(), stride, pad))

@@ -12,6 +12,7 @@ use burn::tensor::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::conv::ConvGeom;
 use crate::layers::{add_bn, add_conv, bn, bn_relu, conv};
 use crate::params::ParamSet;
 
@@ -89,7 +90,6 @@ impl ResNetConfig {
         Ok(())
     }
 
-    /// Dimension of the representation y.
     /// Multiply-adds of one first-stage 3×3 convolution (`width` → `width` channels) over a
     /// batch of `n` images of `h × w` pixels: every stage of a ResNet has about this many per
     /// convolution, so it sizes the step's convolutions.
@@ -98,9 +98,11 @@ impl ResNetConfig {
             Stem::Cifar => 1,
             Stem::Imagenet => 4,
         };
-        n * self.width * self.width * 9 * h.div_ceil(s) * w.div_ceil(s)
+        let (c, maps) = (self.width, [h.div_ceil(s), w.div_ceil(s)]);
+        ConvGeom::new([n, c, maps[0], maps[1]], [c, c, 3, 3], 1, 1).map_or(0, |g| g.macs())
     }
 
+    /// Dimension of the representation y.
     pub fn out_dim(&self) -> usize {
         let block = self.layout().map(|l| l.0).unwrap_or(Block::BasicBlock);
         self.width * 8 * block.expansion()
