@@ -123,6 +123,10 @@ pub struct PretrainArgs {
     /// Start from these encoder weights (same as `--set run.init_from=...`).
     #[arg(long, value_name = "FILE")]
     pub init_from: Option<PathBuf>,
+    /// Train on several devices of `run.device` in this process, one data-parallel replica each:
+    /// a count (`2`: devices 0 and 1) or device indices (`0,2`). Same as `--set run.devices=...`.
+    #[arg(long, value_name = "N|I,J,..")]
+    pub devices: Option<String>,
 }
 
 /// Parses the command line and runs the command.
@@ -154,6 +158,9 @@ fn pretrain(a: PretrainArgs) -> Result<()> {
     if let Some(f) = &a.init_from {
         overrides.push(format!("run.init_from={:?}", f.display().to_string()));
     }
+    if let Some(d) = &a.devices {
+        overrides.push(format!("run.devices={d:?}"));
+    }
     let (cfg, resume) = match &a.resume {
         Some(dir) => {
             if a.preset.is_some() || a.config.is_some() {
@@ -173,7 +180,15 @@ fn pretrain(a: PretrainArgs) -> Result<()> {
     if root {
         println!("# resolved configuration\n{}", cfg.to_toml());
     }
-    let out = crate::pretrain::pretrain(&cfg, resume).map_err(|e| session.fail(e))?;
+    let out = match crate::replicas::parse_devices(&cfg.run.devices)? {
+        Some(devices) if devices.len() > 1 => {
+            if crate::distributed::global().size() > 1 {
+                bail!("run.devices / --devices cannot be combined with mpirun: launch one process per device instead (docs/distributed.md)");
+            }
+            crate::replicas::run(&devices, || crate::pretrain::pretrain(&cfg, resume))?
+        }
+        _ => crate::pretrain::pretrain(&cfg, resume).map_err(|e| session.fail(e))?,
+    };
     drop(session);
     if !root {
         return Ok(());

@@ -141,7 +141,11 @@ pub struct RunConfig {
     /// directory, checkpoint, `byol export` file or torchvision state dict; `fc.*` ignored).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub init_from: String,
-    /// Data-parallel runs (several ranks under mpirun): BatchNorm statistics over the global
+    /// Several devices in this process, one data-parallel replica each: a count (`"2"`) or
+    /// device indices (`"0,1"`); empty = one device. Not combined with `mpirun`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub devices: String,
+    /// Data-parallel runs (several replicas: `devices` or mpirun): BatchNorm statistics over the global
     /// batch of all replicas (true, the paper's setting) or over each replica's shard (false).
     #[serde(default = "default_true")]
     pub sync_bn: bool,
@@ -260,6 +264,7 @@ impl PretrainConfig {
         crate::datasets::canonical_name(&self.data.dataset)?;
         self.data.split.parse::<crate::datasets::Split>()?;
         crate::backend::check_device_name(&self.run.device)?;
+        crate::replicas::parse_devices(&self.run.devices)?;
         if self.model.projector.out != self.model.predictor.out {
             bail!(
                 "model.predictor.out ({}) must equal model.projector.out ({})",

@@ -3,14 +3,16 @@
 //!
 //! Paper §3.3 / App. J train with a global batch of 4096 split over 512 TPU cores, with the
 //! BatchNorm statistics aggregated over all of them. Here a replica is one process (one device);
-//! the processes are launched by `mpirun` and talk over MPI (cargo feature `mpi`). Without MPI —
-//! or when started without `mpirun` — the collective is the single-process one, whose operations
-//! are no-ops, and training is exactly the single-process code path.
+//! the processes are launched by `mpirun` and talk over MPI (cargo feature `mpi`); or a replica
+//! is one thread of this process with a device of its own (`--devices`, [`crate::replicas`]).
+//! Without either, the collective is the single-process one, whose operations are no-ops, and
+//! training is exactly the single-process code path.
 //!
 //! Every rank runs the same program on its shard of each global batch: gradients are summed over
 //! ranks and divided by the number of ranks ([`average_gradients`]), so every rank applies the
 //! gradient of the global mean loss and the replicas stay bit-identical.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
@@ -62,8 +64,22 @@ static GLOBAL: OnceLock<Box<dyn Collective>> = OnceLock::new();
 static SINGLE: Single = Single;
 static SYNC_BN: AtomicBool = AtomicBool::new(true);
 
-/// The process-wide collective: the installed one, or [`Single`] when none was installed.
+thread_local! {
+    /// A replica thread's own collective and device index ([`crate::replicas`]).
+    static REPLICA: Cell<Option<(&'static dyn Collective, usize)>> = const { Cell::new(None) };
+}
+
+/// Makes this thread a replica: [`global`] returns `c` and [`local_rank`] `device` on it.
+pub fn enter_replica(c: &'static dyn Collective, device: usize) {
+    REPLICA.with(|r| r.set(Some((c, device))));
+}
+
+/// The collective of this replica: the replica thread's own ([`enter_replica`]), else the
+/// process-wide one that was installed, else [`Single`].
 pub fn global() -> &'static dyn Collective {
+    if let Some((c, _)) = REPLICA.with(Cell::get) {
+        return c;
+    }
     match GLOBAL.get() {
         Some(c) => c.as_ref(),
         None => &SINGLE,
@@ -102,8 +118,12 @@ pub fn launcher_world_size() -> Option<usize> {
         .find_map(|v| std::env::var(v).ok().and_then(|s| s.trim().parse().ok()))
 }
 
-/// This rank's index among the ranks on its machine, when several ranks run (the GPU it uses).
+/// The index of the device this replica uses, when several replicas run: the replica thread's
+/// device, or the rank's index among the ranks on its machine (one GPU per rank).
 pub fn local_rank() -> Option<usize> {
+    if let Some((c, device)) = REPLICA.with(Cell::get) {
+        return (c.size() > 1).then_some(device);
+    }
     if global().size() == 1 {
         return None;
     }

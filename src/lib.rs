@@ -50,6 +50,7 @@ pub mod pool_op;
 pub mod pretrain;
 pub mod probe;
 pub mod progress;
+pub mod replicas;
 pub mod report;
 pub mod resnet;
 pub mod schedule;

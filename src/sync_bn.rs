@@ -15,7 +15,7 @@
 //! Every collective carries a header (call tag, samples per replica) that all replicas must agree
 //! on: replicas out of step stop with a message instead of mixing different layers' statistics.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::cell::Cell;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -30,9 +30,21 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::distributed::Collective;
 
-/// Tags sent with every collective sum: replicas must reduce the same statistic at the same
-/// time; a mismatch (replicas out of step) is detected instead of silently mixing layers.
-static NEXT_TAG: AtomicU32 = AtomicU32::new(0);
+thread_local! {
+    /// Tags sent with every collective sum: replicas must reduce the same statistic at the same
+    /// time; a mismatch (replicas out of step) is detected instead of silently mixing layers.
+    /// Per thread: replicas that are threads of one process ([`crate::replicas`]) count apart.
+    static NEXT_TAG: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The next `n` tags of this replica.
+fn next_tags(n: u32) -> u32 {
+    NEXT_TAG.with(|t| {
+        let tag = t.get();
+        t.set((tag + n) % TAG_MOD);
+        tag
+    })
+}
 /// Tags below 2^20 stay exact in f32 sums over up to 16 replicas.
 const TAG_MOD: u32 = 1 << 19;
 const BACKWARD_TAG: u32 = 1 << 19;
@@ -239,7 +251,7 @@ fn reduce_checked(v: &mut Vec<f32>, tag: u32, count: u32) {
 
 /// Differentiable sum of `x` over all replicas of the process collective.
 pub fn collective_sum<const D: usize>(x: Tensor<D>, count: usize) -> Tensor<D> {
-    let tag = NEXT_TAG.fetch_add(1, Ordering::SeqCst) % TAG_MOD;
+    let tag = next_tags(1);
     let count = u32::try_from(count).unwrap_or(u32::MAX);
     Tensor::from_dispatch(<Dispatch as CollectiveOps>::collective_sum(x.into_dispatch(), tag, count))
 }
@@ -267,7 +279,7 @@ pub fn batch_norm_train<const D: usize>(
 ) -> SyncBnOutput<D> {
     let dims = x.dims();
     let n_local: usize = dims.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, d)| *d).product();
-    let tag = NEXT_TAG.fetch_add(2, Ordering::SeqCst) % TAG_MOD;
+    let tag = next_tags(2);
     let (y, mean, var) = <Dispatch as CollectiveOps>::sync_batch_norm_train(
         x.into_dispatch(),
         gamma.into_dispatch(),
