@@ -1,6 +1,7 @@
 //! Times the three convolution passes of src/conv.rs at every layer geometry of a ResNet-18
 //! (ImageNet stem, width 16, 28 px, batch 128: the `fashion-mnist` preset), single call each.
-//! `cargo run --example conv_layers [batch]` (threads: RAYON_NUM_THREADS).
+//! `cargo run --example conv_layers [batch] [cifar WIDTH]` (threads: RAYON_NUM_THREADS); with
+//! `cifar WIDTH`, the layers of the CIFAR-stem ResNet-18 of that width at 32 px instead.
 use byol::conv::{self, ConvGeom};
 use std::time::Instant;
 
@@ -20,7 +21,11 @@ fn median(mut f: impl FnMut()) -> f64 {
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(128);
     // (c, h, o, k, stride, pad, count per forward pass)
-    let layers = [
+    let cifar: Option<usize> = match std::env::args().nth(2).as_deref() {
+        Some("cifar") => Some(std::env::args().nth(3).and_then(|a| a.parse().ok()).unwrap_or(16)),
+        _ => None,
+    };
+    let fm = [
         (1, 28, 16, 7, 2, 3, 1),
         (16, 7, 16, 3, 1, 1, 4),
         (16, 7, 32, 3, 2, 1, 1),
@@ -33,6 +38,22 @@ fn main() {
         (128, 1, 128, 3, 1, 1, 3),
         (64, 2, 128, 1, 2, 0, 1),
     ];
+    let layers: Vec<(usize, usize, usize, usize, usize, usize, usize)> = match cifar {
+        None => fm.to_vec(),
+        Some(w) => vec![
+            (3, 32, w, 3, 1, 1, 1),
+            (w, 32, w, 3, 1, 1, 4),
+            (w, 32, 2 * w, 3, 2, 1, 1),
+            (2 * w, 16, 2 * w, 3, 1, 1, 3),
+            (w, 32, 2 * w, 1, 2, 0, 1),
+            (2 * w, 16, 4 * w, 3, 2, 1, 1),
+            (4 * w, 8, 4 * w, 3, 1, 1, 3),
+            (2 * w, 16, 4 * w, 1, 2, 0, 1),
+            (4 * w, 8, 8 * w, 3, 2, 1, 1),
+            (8 * w, 4, 8 * w, 3, 1, 1, 3),
+            (4 * w, 8, 8 * w, 1, 2, 0, 1),
+        ],
+    };
     let (mut tf, mut tdx, mut tdw) = (0.0, 0.0, 0.0);
     println!("| c | h | o | k | s | × | fwd ms | dx ms | dw ms |");
     for (c, h, o, k, s, p, count) in layers {

@@ -203,36 +203,47 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     dx
 }
 
-/// Weight gradient: `dweight [o, c·k·k] = Σ_images dy · colsᵀ`, one GEMM per fixed chunk of
-/// images (its reduction runs over all their pixels), the chunks' partial sums added in order.
+/// Weight gradient: `dweightᵀ [c·k·k, o] = Σ_images cols · dyᵀ`, one GEMM per fixed chunk of
+/// images (its reduction runs over all their pixels), the chunks' partial sums added in order,
+/// then transposed to `[o, c, k, k]`. This orientation gives the GEMM `c·k·k` rows, not `o`: the
+/// `gemm` crate's AVX-512 microkernel covers 64 rows at a time, and `o` is often 16–32 where
+/// `c·k·k` is 144–1152; with it and the plain unfolding (no transposed copy) the weight
+/// gradients of a CIFAR ResNet-18 (width 16, batch 64) take 72 instead of 116 ms.
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     CALLS[2].fetch_add(1, Ordering::Relaxed);
     let chunk = group(g).max(WGRAD_CHUNK.min(g.n.max(1)));
-    let unfold = Unfold::gathering(g, chunk);
+    let unfold = Unfold::new(g, chunk);
     let (kk, p) = (unfold.rows(g), g.pixels());
     let wlen = g.o * kk;
     let chunks: Vec<usize> = (0..g.n.div_ceil(chunk)).collect();
     let par = inner_parallelism(chunks.len());
     let partials: Vec<Vec<f32>> = chunks
         .par_iter()
-        .map(|&ch| {
-            let first = ch * chunk;
-            let imgs = chunk.min(g.n - first);
-            let ld = imgs * p;
-            let mut cols_t = vec![0.0f32; ld * kk];
-            let mut padded = Vec::new();
-            unfold.im2col_t(g, &x[first * g.in_len()..][..imgs * g.in_len()], imgs, &mut padded, &mut cols_t);
-            let mut dyg = Vec::new();
-            gather_dy(g, &dy[first * g.out_len()..][..imgs * g.out_len()], imgs, &mut dyg);
-            let mut acc = vec![0.0f32; wlen];
-            gemm_into(&mut acc, false, view(&dyg, g.o, ld, ld, 1), view(&cols_t, ld, kk, kk, 1), par);
-            acc
-        })
+        .map_init(
+            || (Vec::new(), Vec::new(), Vec::new()),
+            |(cols, dyg, padded), &ch| {
+                let first = ch * chunk;
+                let imgs = chunk.min(g.n - first);
+                let ld = imgs * p;
+                cols.resize(kk * ld, 0.0);
+                unfold.im2col(g, &x[first * g.in_len()..][..imgs * g.in_len()], imgs, padded, cols, ld);
+                gather_dy(g, &dy[first * g.out_len()..][..imgs * g.out_len()], imgs, dyg);
+                let mut acc = vec![0.0f32; wlen];
+                gemm_into(&mut acc, false, view(cols, kk, ld, ld, 1), view(dyg, ld, g.o, 1, ld), par);
+                acc
+            },
+        )
         .collect();
-    let mut out = vec![0.0f32; wlen];
+    let mut sum = vec![0.0f32; wlen];
     for part in &partials {
-        for (o, v) in out.iter_mut().zip(part) {
-            *o += *v;
+        for (s, v) in sum.iter_mut().zip(part) {
+            *s += *v;
+        }
+    }
+    let mut out = vec![0.0f32; wlen];
+    for (r, row) in sum.chunks(g.o).enumerate() {
+        for (oc, v) in row.iter().enumerate() {
+            out[oc * kk + r] = *v;
         }
     }
     if unfold.compact(g) {

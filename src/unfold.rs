@@ -1,6 +1,5 @@
 //! Unfolding images into column matrices (im2col), folding column gradients back onto images
-//! (col2im, its adjoint) and the transposed unfolding of the weight gradient, for the convolution
-//! kernels of src/conv.rs.
+//! (col2im, its adjoint), for the convolution kernels of src/conv.rs.
 //!
 //! Two ways to unfold. Wide outputs (stride 1, at least [`ROW_COPY_MIN_WIDTH`] output columns)
 //! copy whole output rows at a time. Narrow or strided outputs — the late stages of a ResNet have
@@ -41,11 +40,6 @@ impl Unfold {
     pub fn new(g: &ConvGeom, group: usize) -> Self {
         let rows = g.stride == 1 && g.ow >= ROW_COPY_MIN_WIDTH;
         Self::build(g, !rows, group)
-    }
-
-    /// Always the gather way (the transposed unfolding of the weight gradient needs it).
-    pub fn gathering(g: &ConvGeom, group: usize) -> Self {
-        Self::build(g, true, group)
     }
 
     fn build(g: &ConvGeom, gather: bool, group: usize) -> Self {
@@ -139,23 +133,6 @@ impl Unfold {
                 let row = &mut cols[(ci * a + j) * ld..][..len];
                 for (d, &i) in row.iter_mut().zip(self.table_row(j, len)) {
                     *d = chan[i as usize];
-                }
-            }
-        }
-    }
-
-    /// Unfolds `imgs` images into the transposed column matrix `cols_t [imgs·p, c·a]`
-    /// (row-major), the layout in which the weight-gradient GEMM runs at full speed. Needs the
-    /// gather way ([`Unfold::gathering`]).
-    pub fn im2col_t(&self, g: &ConvGeom, x: &[f32], imgs: usize, padded: &mut Vec<f32>, cols_t: &mut [f32]) {
-        let (a, rows, plane, len) = (self.taps.len(), self.rows(g), self.plane(), imgs * g.pixels());
-        let src = self.padded(g, &x[..imgs * g.c * g.h * g.w], imgs, padded);
-        for ci in 0..g.c {
-            let chan = &src[ci * plane..];
-            for j in 0..a {
-                let r = ci * a + j;
-                for (iq, &i) in self.table_row(j, len).iter().enumerate() {
-                    cols_t[iq * rows + r] = chan[i as usize];
                 }
             }
         }
@@ -357,13 +334,6 @@ mod tests {
                     .sum();
                 let rhs: f64 = x.iter().zip(&da).map(|(u, v)| (u * v) as f64).sum();
                 assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "adjoint: {lhs} vs {rhs}");
-                let mut t = vec![0.0; imgs * p * rows];
-                Unfold::gathering(&g, group).im2col_t(&g, &x, imgs, &mut Vec::new(), &mut t);
-                for r in 0..rows {
-                    for q in 0..imgs * p {
-                        assert_eq!(t[q * rows + r], a[r * ld + q], "im2col_t ({q}, {r})");
-                    }
-                }
             }
         }
     }
@@ -375,7 +345,7 @@ mod tests {
         let one = ConvGeom::new([1, 2, 1, 1], [3, 2, 3, 3], 1, 1).expect("geometry");
         assert_eq!(Unfold::new(&one, 1).taps(), &[4]);
         let down = ConvGeom::new([1, 2, 2, 2], [3, 2, 3, 3], 2, 1).expect("geometry");
-        assert_eq!(Unfold::gathering(&down, 1).taps(), &[4, 5, 7, 8]);
+        assert_eq!(Unfold::new(&down, 1).taps(), &[4, 5, 7, 8]);
         let u = Unfold::new(&down, 1);
         let w = data(3 * 2 * 9, 3);
         let back = u.expand_weight(&down, &u.compact_weight(&down, &w));
