@@ -18,6 +18,7 @@ use rayon::prelude::*;
 
 use crate::dense::{gemm_into, MatRef};
 use crate::unfold::Unfold;
+use crate::wide_unfold::Wide;
 
 /// Kernel calls so far (forward, input gradient, weight gradient), for tests that check which
 /// convolution path a graph took.
@@ -112,11 +113,23 @@ fn active_weight<'a>(g: &ConvGeom, unfold: &Unfold, weight: &'a [f32]) -> std::b
     }
 }
 
+/// The padded-width unfolding ([`Wide`]) where it applies, unless `BYOL_ROW_UNFOLD=1` selects
+/// the row-copy way (for benchmarks).
+fn wide_way(g: &ConvGeom) -> Option<Wide> {
+    static ROWS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if crate::cpu_ops::env_switch(&ROWS, "BYOL_ROW_UNFOLD") {
+        None
+    } else {
+        Wide::new(g)
+    }
+}
+
 /// Forward: `y [n, o, oh, ow] = x [n, c, h, w] ⊛ weight [o, c, k, k]`.
 pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32]) -> Vec<f32> {
     CALLS[0].fetch_add(1, Ordering::Relaxed);
     let gs = group(g);
     let unfold = Unfold::new(g, gs);
+    let wide = wide_way(g);
     let (kk, p) = (unfold.rows(g), g.pixels());
     let mut y = vec![0.0f32; g.n * g.out_len()];
     if y.is_empty() {
@@ -132,6 +145,15 @@ pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32]) -> Vec<f32> {
             let x0 = gi * gs * g.in_len();
             if imgs == 1 && g.pointwise() {
                 gemm_into(yg, false, wv, view(&x[x0..x0 + g.in_len()], kk, p, p, 1), par);
+                return;
+            }
+            if let Some(wide) = &wide {
+                let ld = imgs * wide.cols(g);
+                cols.resize(kk * ld, 0.0);
+                out.resize(g.o * ld, 0.0);
+                wide.im2col(g, &x[x0..x0 + imgs * g.in_len()], imgs, padded, cols, ld);
+                gemm_into(out, false, wv, view(cols, kk, ld, ld, 1), par);
+                wide.crop(g, out, ld, g.o, imgs, yg);
                 return;
             }
             let ld = imgs * p;
@@ -170,6 +192,7 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     CALLS[1].fetch_add(1, Ordering::Relaxed);
     let gs = group(g);
     let unfold = Unfold::new(g, gs);
+    let wide = wide_way(g);
     let (kk, p) = (unfold.rows(g), g.pixels());
     let mut dx = vec![0.0f32; g.n * g.in_len()];
     if dx.is_empty() {
@@ -184,6 +207,14 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
         |(cols, dyg, padded), (gi, dxg)| {
             let imgs = dxg.len() / g.in_len();
             let dy0 = &dy[gi * gs * g.out_len()..][..imgs * g.out_len()];
+            if let Some(wide) = &wide {
+                let ld = imgs * wide.cols(g);
+                wide.expand(g, dy0, g.o, imgs, dyg);
+                cols.resize(kk * ld, 0.0);
+                gemm_into(cols, false, wt, view(dyg, g.o, ld, ld, 1), par);
+                wide.col2im(g, cols, ld, imgs, padded, dxg);
+                return;
+            }
             let ld = imgs * p;
             let dyv = if imgs == 1 {
                 view(dy0, g.o, p, p, 1)
@@ -213,6 +244,7 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     CALLS[2].fetch_add(1, Ordering::Relaxed);
     let chunk = group(g).max(WGRAD_CHUNK.min(g.n.max(1)));
     let unfold = Unfold::new(g, chunk);
+    let wide = wide_way(g);
     let (kk, p) = (unfold.rows(g), g.pixels());
     let wlen = g.o * kk;
     let chunks: Vec<usize> = (0..g.n.div_ceil(chunk)).collect();
@@ -224,10 +256,19 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
             |(cols, dyg, padded), &ch| {
                 let first = ch * chunk;
                 let imgs = chunk.min(g.n - first);
-                let ld = imgs * p;
-                cols.resize(kk * ld, 0.0);
-                unfold.im2col(g, &x[first * g.in_len()..][..imgs * g.in_len()], imgs, padded, cols, ld);
-                gather_dy(g, &dy[first * g.out_len()..][..imgs * g.out_len()], imgs, dyg);
+                let mut ld = imgs * p;
+                let (xs, dys) =
+                    (&x[first * g.in_len()..][..imgs * g.in_len()], &dy[first * g.out_len()..][..imgs * g.out_len()]);
+                if let Some(wide) = &wide {
+                    ld = imgs * wide.cols(g);
+                    cols.resize(kk * ld, 0.0);
+                    wide.im2col(g, xs, imgs, padded, cols, ld);
+                    wide.expand(g, dys, g.o, imgs, dyg);
+                } else {
+                    cols.resize(kk * ld, 0.0);
+                    unfold.im2col(g, xs, imgs, padded, cols, ld);
+                    gather_dy(g, dys, imgs, dyg);
+                }
                 let mut acc = vec![0.0f32; wlen];
                 gemm_into(&mut acc, false, view(cols, kk, ld, ld, 1), view(dyg, ld, g.o, 1, ld), par);
                 acc

@@ -59,3 +59,4 @@ pub mod softmax;
 pub mod subset;
 pub mod sync_bn;
 pub mod unfold;
+pub mod wide_unfold;

@@ -6,7 +6,9 @@
 //! 1×1 to 8×8 feature maps, where the per-row bookkeeping of the row copy costs several times the
 //! copy itself (it was a quarter of the `fashion-mnist` step) — gather through a table of offsets,
 //! computed once per call, into a zero-padded copy of each channel plane: one tight loop per
-//! column-matrix row, no bounds arithmetic per pixel.
+//! column-matrix row, no bounds arithmetic per pixel. The convolutions of src/conv.rs unfold wide
+//! stride-1 kernels wider than 1×1 over padded-width rows instead (src/wide_unfold.rs); the row
+//! copy remains for wide 1×1 kernels and, with `BYOL_ROW_UNFOLD=1`, as the reference.
 
 use crate::conv::ConvGeom;
 

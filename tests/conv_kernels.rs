@@ -22,9 +22,12 @@ const CASES: &[Case] = &[
     (2, 3, 1, 1, 4, 3, 1, 1),
     (3, 4, 2, 2, 5, 3, 2, 1),
     (2, 2, 1, 3, 3, 3, 1, 1),
-    // Wide outputs (≥ 16 columns, stride 1) take the row-copy unfolding, the rest a gather table.
+    // Wide outputs (≥ 16 columns, stride 1, k > 1) take the padded-width unfolding
+    // (src/wide_unfold.rs), also without padding (junk columns then wrap onto image columns).
     (2, 3, 20, 18, 4, 3, 1, 1),
     (2, 2, 17, 40, 3, 5, 1, 2),
+    (3, 2, 6, 20, 3, 3, 1, 0),
+    // Strided wide outputs take the gather table.
     (2, 2, 36, 36, 3, 3, 2, 1),
 ];
 
@@ -78,20 +81,23 @@ fn matches_burn_conv2d_forward_and_gradients() {
 
 #[test]
 fn results_do_not_depend_on_thread_count() {
-    let g = ConvGeom::new([19, 6, 10, 10], [7, 6, 3, 3], 2, 1).expect("geometry");
-    let x: Vec<f32> = (0..19 * 600).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
-    let w: Vec<f32> = (0..7 * 54).map(|i| ((i * 104729) % 997) as f32 / 997.0 - 0.5).collect();
-    let dy: Vec<f32> = (0..19 * 7 * 25).map(|i| ((i * 31) % 101) as f32 / 50.0 - 1.0).collect();
-    let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
-        pool.install(|| {
-            (conv::forward(&g, &x, &w), conv::backward_input(&g, &dy, &w), conv::backward_weight(&g, &x, &dy))
-        })
-    };
-    let one = run(1);
-    let three = run(3);
-    assert!(one.0 == three.0 && one.1 == three.1 && one.2 == three.2, "results changed with the thread count");
-    assert!(one.2.iter().any(|v| *v != 0.0));
+    // A strided geometry (gather table) and a wide one (padded-width unfolding).
+    for (x_dims, stride) in [([19, 6, 10, 10], 2), ([19, 6, 10, 18], 1)] {
+        let g = ConvGeom::new(x_dims, [7, 6, 3, 3], stride, 1).expect("geometry");
+        let x: Vec<f32> = (0..x_dims.iter().product()).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let w: Vec<f32> = (0..7 * 54).map(|i| ((i * 104729) % 997) as f32 / 997.0 - 0.5).collect();
+        let dy: Vec<f32> = (0..19 * 7 * g.pixels()).map(|i| ((i * 31) % 101) as f32 / 50.0 - 1.0).collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+            pool.install(|| {
+                (conv::forward(&g, &x, &w), conv::backward_input(&g, &dy, &w), conv::backward_weight(&g, &x, &dy))
+            })
+        };
+        let one = run(1);
+        let three = run(3);
+        assert!(one.0 == three.0 && one.1 == three.1 && one.2 == three.2, "results changed with the thread count");
+        assert!(one.2.iter().any(|v| *v != 0.0));
+    }
 }
 
 #[test]
