@@ -36,31 +36,42 @@ impl Wide {
         self.hp * self.wp
     }
 
+    /// Zeroed padded planes for `imgs` images in `padded`; the last rows of the last plane read
+    /// k − 1 values past it (junk columns only).
+    fn zeroed(&self, g: &ConvGeom, imgs: usize, padded: &mut Vec<f32>) {
+        padded.clear();
+        padded.resize(imgs * g.c * self.plane() + g.k - 1, 0.0);
+    }
+
+    /// `(offset in the images, offset in the padded planes)` of every image row.
+    fn image_rows(&self, g: &ConvGeom, imgs: usize) -> impl Iterator<Item = (usize, usize)> {
+        let (g, wp, plane) = (*g, self.wp, self.plane());
+        (0..imgs * g.c)
+            .flat_map(move |ic| (0..g.h).map(move |y| ((ic * g.h + y) * g.w, ic * plane + (y + g.pad) * wp + g.pad)))
+    }
+
+    /// `(column-matrix row, image, start of its slice in the padded planes)` of every row of
+    /// every image: channel `c`, tap `(ki, kj)` starts at `ki·wp + kj` of the channel's plane.
+    fn col_rows(&self, g: &ConvGeom, imgs: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        let (g, wp, plane, kk) = (*g, self.wp, self.plane(), g.k * g.k);
+        (0..imgs).flat_map(move |i| {
+            (0..g.c * kk).map(move |r| {
+                let (ci, t) = (r / kk, r % kk);
+                (r, i, (i * g.c + ci) * plane + (t / g.k) * wp + t % g.k)
+            })
+        })
+    }
+
     /// Unfolds `imgs` images `[imgs, c, h, w]` into `cols [c·k·k, imgs·oh·wp]` (row `r` at
     /// `cols[r·ld]`); `padded` is scratch space.
     pub fn im2col(&self, g: &ConvGeom, x: &[f32], imgs: usize, padded: &mut Vec<f32>, cols: &mut [f32], ld: usize) {
-        let (plane, q, in_len) = (self.plane(), self.cols(g), g.c * g.h * g.w);
-        padded.clear();
-        // The last rows of the last plane read k − 1 values past it (junk columns only).
-        padded.resize(imgs * g.c * plane + g.k - 1, 0.0);
-        for (i, img) in x.chunks(in_len).take(imgs).enumerate() {
-            for ci in 0..g.c {
-                for y in 0..g.h {
-                    let at = (i * g.c + ci) * plane + (y + g.pad) * self.wp + g.pad;
-                    padded[at..at + g.w].copy_from_slice(&img[(ci * g.h + y) * g.w..][..g.w]);
-                }
-            }
+        let q = self.cols(g);
+        self.zeroed(g, imgs, padded);
+        for (src, dst) in self.image_rows(g, imgs) {
+            padded[dst..dst + g.w].copy_from_slice(&x[src..src + g.w]);
         }
-        for i in 0..imgs {
-            for ci in 0..g.c {
-                let base = (i * g.c + ci) * plane;
-                for ki in 0..g.k {
-                    for kj in 0..g.k {
-                        let r = (ci * g.k + ki) * g.k + kj;
-                        cols[r * ld + i * q..][..q].copy_from_slice(&padded[base + ki * self.wp + kj..][..q]);
-                    }
-                }
-            }
+        for (r, i, at) in self.col_rows(g, imgs) {
+            cols[r * ld + i * q..][..q].copy_from_slice(&padded[at..at + q]);
         }
     }
 
@@ -68,30 +79,15 @@ impl Wide {
     /// the gradients of `imgs` images `[imgs, c, h, w]`, which it overwrites (the adjoint of
     /// [`Wide::im2col`]): one long addition per column-matrix row, into zero-padded planes.
     pub fn col2im(&self, g: &ConvGeom, cols: &[f32], ld: usize, imgs: usize, padded: &mut Vec<f32>, dx: &mut [f32]) {
-        let (plane, q) = (self.plane(), self.cols(g));
-        padded.clear();
-        padded.resize(imgs * g.c * plane + g.k - 1, 0.0);
-        for i in 0..imgs {
-            for ci in 0..g.c {
-                let base = (i * g.c + ci) * plane;
-                for ki in 0..g.k {
-                    for kj in 0..g.k {
-                        let r = (ci * g.k + ki) * g.k + kj;
-                        let dst = &mut padded[base + ki * self.wp + kj..][..q];
-                        for (d, v) in dst.iter_mut().zip(&cols[r * ld + i * q..][..q]) {
-                            *d += v;
-                        }
-                    }
-                }
+        let q = self.cols(g);
+        self.zeroed(g, imgs, padded);
+        for (r, i, at) in self.col_rows(g, imgs) {
+            for (d, v) in padded[at..at + q].iter_mut().zip(&cols[r * ld + i * q..][..q]) {
+                *d += v;
             }
         }
-        for (i, img) in dx.chunks_mut(g.c * g.h * g.w).take(imgs).enumerate() {
-            for ci in 0..g.c {
-                for y in 0..g.h {
-                    let at = (i * g.c + ci) * plane + (y + g.pad) * self.wp + g.pad;
-                    img[(ci * g.h + y) * g.w..][..g.w].copy_from_slice(&padded[at..at + g.w]);
-                }
-            }
+        for (dst, src) in self.image_rows(g, imgs) {
+            dx[dst..dst + g.w].copy_from_slice(&padded[src..src + g.w]);
         }
     }
 
