@@ -147,43 +147,55 @@ pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32]) -> Vec<f32> {
                 gemm_into(yg, false, wv, view(&x[x0..x0 + g.in_len()], kk, p, p, 1), par);
                 return;
             }
-            if let Some(wide) = &wide {
-                let ld = imgs * wide.cols(g);
-                cols.resize(kk * ld, 0.0);
-                out.resize(g.o * ld, 0.0);
-                wide.im2col(g, &x[x0..x0 + imgs * g.in_len()], imgs, padded, cols, ld);
-                gemm_into(out, false, wv, view(cols, kk, ld, ld, 1), par);
-                wide.crop(g, out, ld, g.o, imgs, yg);
-                return;
-            }
-            let ld = imgs * p;
+            let pitch = wide.as_ref().map_or(g.ow, Wide::pitch);
+            let ld = imgs * g.oh * pitch;
             cols.resize(kk * ld, 0.0);
-            unfold.im2col(g, &x[x0..x0 + imgs * g.in_len()], imgs, padded, cols, ld);
-            if imgs == 1 {
+            let xs = &x[x0..x0 + imgs * g.in_len()];
+            match &wide {
+                Some(wide) => wide.im2col(g, xs, imgs, padded, cols, ld),
+                None => unfold.im2col(g, xs, imgs, padded, cols, ld),
+            }
+            if imgs == 1 && wide.is_none() {
                 gemm_into(yg, false, wv, view(cols, kk, p, ld, 1), par);
                 return;
             }
-            // [o, imgs·p] → imgs × [o, p]
+            // [o, imgs·oh·pitch] → imgs × [o, oh, ow]
             out.resize(g.o * ld, 0.0);
             gemm_into(out, false, wv, view(cols, kk, ld, ld, 1), par);
-            for j in 0..imgs {
-                for oc in 0..g.o {
-                    yg[j * g.out_len() + oc * p..][..p].copy_from_slice(&out[oc * ld + j * p..][..p]);
-                }
-            }
+            scatter_rows(g, out, g.o, imgs, pitch, yg);
         },
     );
     y
 }
 
-/// Copies the output gradients of `imgs` images into one `[o, imgs·p]` matrix.
-fn gather_dy(g: &ConvGeom, dy: &[f32], imgs: usize, buf: &mut Vec<f32>) {
-    let (p, ld) = (g.pixels(), imgs * g.pixels());
-    buf.resize(g.o * ld, 0.0);
-    for j in 0..imgs {
-        for oc in 0..g.o {
-            buf[oc * ld + j * p..][..p].copy_from_slice(&dy[j * g.out_len() + oc * p..][..p]);
-        }
+/// `(offset in maps [imgs, rows, oh, ow], offset in a matrix [rows, imgs·oh·pitch], length)` of
+/// every run of values the two layouts share: whole maps when `pitch == ow`, else output rows
+/// (the padded-width matrices of [`Wide`], `pitch − ow` junk columns after each row).
+fn runs(g: &ConvGeom, rows: usize, imgs: usize, pitch: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    let (p, ld, per_img) = (g.pixels(), imgs * g.oh * pitch, g.oh * pitch);
+    let (oh, ow, per_row) = if pitch == g.ow { (1, p, 0) } else { (g.oh, g.ow, pitch) };
+    (0..imgs * rows).flat_map(move |jr| {
+        let (j, r) = (jr / rows, jr % rows);
+        (0..oh).map(move |oy| ((j * rows + r) * p + oy * ow, r * ld + j * per_img + oy * per_row, ow))
+    })
+}
+
+/// `buf [rows, imgs·oh·pitch]` ← `maps [imgs, rows, oh, ow]` (the output gradients), zeros in
+/// the junk columns of padded-width rows.
+pub(crate) fn gather_rows(g: &ConvGeom, maps: &[f32], rows: usize, imgs: usize, pitch: usize, buf: &mut Vec<f32>) {
+    if pitch != g.ow {
+        buf.clear();
+    }
+    buf.resize(rows * imgs * g.oh * pitch, 0.0);
+    for (m, b, len) in runs(g, rows, imgs, pitch) {
+        buf[b..b + len].copy_from_slice(&maps[m..m + len]);
+    }
+}
+
+/// `maps [imgs, rows, oh, ow]` ← the valid columns of `src [rows, imgs·oh·pitch]`.
+pub(crate) fn scatter_rows(g: &ConvGeom, src: &[f32], rows: usize, imgs: usize, pitch: usize, maps: &mut [f32]) {
+    for (m, b, len) in runs(g, rows, imgs, pitch) {
+        maps[m..m + len].copy_from_slice(&src[b..b + len]);
     }
 }
 
@@ -207,19 +219,12 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
         |(cols, dyg, padded), (gi, dxg)| {
             let imgs = dxg.len() / g.in_len();
             let dy0 = &dy[gi * gs * g.out_len()..][..imgs * g.out_len()];
-            if let Some(wide) = &wide {
-                let ld = imgs * wide.cols(g);
-                wide.expand(g, dy0, g.o, imgs, dyg);
-                cols.resize(kk * ld, 0.0);
-                gemm_into(cols, false, wt, view(dyg, g.o, ld, ld, 1), par);
-                wide.col2im(g, cols, ld, imgs, padded, dxg);
-                return;
-            }
-            let ld = imgs * p;
-            let dyv = if imgs == 1 {
+            let pitch = wide.as_ref().map_or(g.ow, Wide::pitch);
+            let ld = imgs * g.oh * pitch;
+            let dyv = if imgs == 1 && wide.is_none() {
                 view(dy0, g.o, p, p, 1)
             } else {
-                gather_dy(g, dy0, imgs, dyg);
+                gather_rows(g, dy0, g.o, imgs, pitch, dyg);
                 view(dyg, g.o, ld, ld, 1)
             };
             if imgs == 1 && g.pointwise() {
@@ -228,7 +233,10 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
             }
             cols.resize(kk * ld, 0.0);
             gemm_into(cols, false, wt, dyv, par);
-            unfold.col2im(g, cols, ld, imgs, padded, dxg);
+            match &wide {
+                Some(wide) => wide.col2im(g, cols, ld, imgs, padded, dxg),
+                None => unfold.col2im(g, cols, ld, imgs, padded, dxg),
+            }
         },
     );
     dx
@@ -245,7 +253,7 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let chunk = group(g).max(WGRAD_CHUNK.min(g.n.max(1)));
     let unfold = Unfold::new(g, chunk);
     let wide = wide_way(g);
-    let (kk, p) = (unfold.rows(g), g.pixels());
+    let kk = unfold.rows(g);
     let wlen = g.o * kk;
     let chunks: Vec<usize> = (0..g.n.div_ceil(chunk)).collect();
     let par = inner_parallelism(chunks.len());
@@ -256,19 +264,16 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
             |(cols, dyg, padded), &ch| {
                 let first = ch * chunk;
                 let imgs = chunk.min(g.n - first);
-                let mut ld = imgs * p;
+                let pitch = wide.as_ref().map_or(g.ow, Wide::pitch);
+                let ld = imgs * g.oh * pitch;
                 let (xs, dys) =
                     (&x[first * g.in_len()..][..imgs * g.in_len()], &dy[first * g.out_len()..][..imgs * g.out_len()]);
-                if let Some(wide) = &wide {
-                    ld = imgs * wide.cols(g);
-                    cols.resize(kk * ld, 0.0);
-                    wide.im2col(g, xs, imgs, padded, cols, ld);
-                    wide.expand(g, dys, g.o, imgs, dyg);
-                } else {
-                    cols.resize(kk * ld, 0.0);
-                    unfold.im2col(g, xs, imgs, padded, cols, ld);
-                    gather_dy(g, dys, imgs, dyg);
+                cols.resize(kk * ld, 0.0);
+                match &wide {
+                    Some(wide) => wide.im2col(g, xs, imgs, padded, cols, ld),
+                    None => unfold.im2col(g, xs, imgs, padded, cols, ld),
                 }
+                gather_rows(g, dys, g.o, imgs, pitch, dyg);
                 let mut acc = vec![0.0f32; wlen];
                 gemm_into(&mut acc, false, view(cols, kk, ld, ld, 1), view(dyg, ld, g.o, 1, ld), par);
                 acc

@@ -7,8 +7,8 @@
 //! last `wp − ow` of them junk) is one contiguous slice of the padded channel plane, starting at
 //! `ki·wp + kj`. One long copy per row replaces `oh` short copies plus zero fills at the borders
 //! (the row-copy way of [`crate::unfold`]), at the price of `wp/ow` more columns (1.06× for
-//! 32-wide maps). The forward GEMM's junk columns are dropped ([`Wide::crop`]); for the weight
-//! gradient the output gradient gets zeros there ([`Wide::expand`]), so they add nothing.
+//! 32-wide maps). The forward GEMM's junk columns are dropped and the output gradient gets zeros
+//! there, so they add nothing to the gradients (`gather_rows` / `scatter_rows` of src/conv.rs).
 
 use crate::conv::ConvGeom;
 use crate::unfold::ROW_COPY_MIN_WIDTH;
@@ -27,8 +27,12 @@ impl Wide {
             .then(|| Self { hp: g.h + 2 * g.pad, wp: g.w + 2 * g.pad })
     }
 
-    /// Columns per image: `oh · wp`.
-    pub fn cols(&self, g: &ConvGeom) -> usize {
+    /// Columns per output row in the column matrix: `wp`, the padded width.
+    pub fn pitch(&self) -> usize {
+        self.wp
+    }
+
+    fn cols(&self, g: &ConvGeom) -> usize {
         g.oh * self.wp
     }
 
@@ -90,40 +94,12 @@ impl Wide {
             dx[dst..dst + g.w].copy_from_slice(&padded[src..src + g.w]);
         }
     }
-
-    /// `out [imgs, rows, oh, ow]` ← the valid columns of `src [rows, imgs·oh·wp]` (row stride `ld`).
-    pub fn crop(&self, g: &ConvGeom, src: &[f32], ld: usize, rows: usize, imgs: usize, out: &mut [f32]) {
-        let (q, p) = (self.cols(g), g.pixels());
-        for i in 0..imgs {
-            for r in 0..rows {
-                for oy in 0..g.oh {
-                    let s = &src[r * ld + i * q + oy * self.wp..][..g.ow];
-                    out[(i * rows + r) * p + oy * g.ow..][..g.ow].copy_from_slice(s);
-                }
-            }
-        }
-    }
-
-    /// `buf [rows, imgs·oh·wp]` ← `dy [imgs, rows, oh, ow]`, zeros in the junk columns.
-    pub fn expand(&self, g: &ConvGeom, dy: &[f32], rows: usize, imgs: usize, buf: &mut Vec<f32>) {
-        let (q, p) = (self.cols(g), g.pixels());
-        let ld = imgs * q;
-        buf.clear();
-        buf.resize(rows * ld, 0.0);
-        for r in 0..rows {
-            for i in 0..imgs {
-                for oy in 0..g.oh {
-                    let s = &dy[(i * rows + r) * p + oy * g.ow..][..g.ow];
-                    buf[r * ld + i * q + oy * self.wp..][..g.ow].copy_from_slice(s);
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conv::{gather_rows, scatter_rows};
     use crate::unfold::Unfold;
 
     /// The padded-width column matrix, cropped to the valid columns, is the row-copy one.
@@ -138,7 +114,7 @@ mod tests {
             let mut cols = vec![f32::NAN; rows * imgs * q];
             wide.im2col(&g, &x, imgs, &mut Vec::new(), &mut cols, imgs * q);
             let mut cropped = vec![0.0; imgs * rows * p];
-            wide.crop(&g, &cols, imgs * q, rows, imgs, &mut cropped);
+            scatter_rows(&g, &cols, rows, imgs, wide.pitch(), &mut cropped);
             let mut reference = vec![0.0; rows * imgs * p];
             Unfold::new(&g, imgs).im2col(&g, &x, imgs, &mut Vec::new(), &mut reference, imgs * p);
             for i in 0..imgs {
@@ -152,22 +128,22 @@ mod tests {
             }
             // col2im: the adjoint, equal to the row-copy way's on the valid columns.
             let grad: Vec<f32> = (0..rows * imgs * p).map(|i| (i % 7) as f32 * 0.5 - 1.5).collect();
-            let mut grad_i = vec![0.0; imgs * rows * p]; // [imgs, rows, p] for expand
+            let mut grad_i = vec![0.0; imgs * rows * p]; // [imgs, rows, p] for gather_rows
             for i in 0..imgs {
                 for r in 0..rows {
                     grad_i[(i * rows + r) * p..][..p].copy_from_slice(&grad[r * imgs * p + i * p..][..p]);
                 }
             }
             let mut wide_cols = Vec::new();
-            wide.expand(&g, &grad_i, rows, imgs, &mut wide_cols);
+            gather_rows(&g, &grad_i, rows, imgs, wide.pitch(), &mut wide_cols);
             let (mut dx_wide, mut dx_rows) = (vec![9.0; imgs * c * h * w], vec![9.0; imgs * c * h * w]);
             wide.col2im(&g, &wide_cols, imgs * q, imgs, &mut Vec::new(), &mut dx_wide);
             Unfold::new(&g, imgs).col2im(&g, &grad, imgs * p, imgs, &mut Vec::new(), &mut dx_rows);
             assert_eq!(dx_wide, dx_rows, "col2im {h}×{w} k{k}");
             let mut expanded = Vec::new();
-            wide.expand(&g, &cropped, rows, imgs, &mut expanded);
+            gather_rows(&g, &cropped, rows, imgs, wide.pitch(), &mut expanded);
             let mut back = vec![0.0; imgs * rows * p];
-            wide.crop(&g, &expanded, imgs * q, rows, imgs, &mut back);
+            scatter_rows(&g, &expanded, rows, imgs, wide.pitch(), &mut back);
             assert_eq!(back, cropped);
             assert_eq!(expanded.iter().filter(|v| **v != 0.0).count(), cropped.iter().filter(|v| **v != 0.0).count());
         }
