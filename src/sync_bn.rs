@@ -45,6 +45,7 @@ fn next_tags(n: u32) -> u32 {
         tag
     })
 }
+
 /// Tags below 2^20 stay exact in f32 sums over up to 16 replicas.
 const TAG_MOD: u32 = 1 << 19;
 const BACKWARD_TAG: u32 = 1 << 19;
