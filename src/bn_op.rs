@@ -12,6 +12,8 @@
 //! Determinism: each channel's sums run in one fixed order on one thread, whatever the thread
 //! count, so training stays bit-reproducible.
 
+use std::mem::MaybeUninit;
+
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -23,7 +25,7 @@ use burn::tensor::activation::relu as burn_relu;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::cpu_ops::{min_items, on_flex_f32, values, TASK_ELEMENTS};
+use crate::cpu_ops::{filled, min_items, on_flex_f32, values, TASK_ELEMENTS};
 
 /// Fused training-mode BatchNorm over dimension 1 (+ ReLU) and its gradients.
 #[backend_extension(Flex, Autodiff)]
@@ -117,20 +119,26 @@ where
         .collect()
 }
 
-/// Applies `out[i, ch, :] = op(ch, in rows)` over the batch in parallel.
-fn per_row_write<F>(dims: [usize; 3], out: &mut [f32], f: F)
+/// The `[n, c, s]` values whose row `(i, ch)` `f(i, ch, row)` writes in full (every element;
+/// rows in parallel, the memory not zeroed first).
+fn per_row_write<F>(dims: [usize; 3], f: F) -> Vec<f32>
 where
-    F: Fn(usize, usize, &mut [f32]) + Sync,
+    F: Fn(usize, usize, &mut [MaybeUninit<f32>]) + Sync,
 {
-    let [_, c, s] = dims;
-    if c * s == 0 {
-        return;
-    }
-    out.par_chunks_mut(c * s).with_min_len(min_items(c * s)).enumerate().for_each(|(i, sample)| {
-        for (ch, row) in sample.chunks_mut(s.max(1)).enumerate() {
-            f(i, ch, row);
+    let [n, c, s] = dims;
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        if c * s == 0 {
+            return;
         }
-    });
+        out.par_chunks_mut(c * s).with_min_len(min_items(c * s)).enumerate().for_each(|(i, sample)| {
+            for (ch, row) in sample.chunks_mut(s.max(1)).enumerate() {
+                f(i, ch, row);
+            }
+        });
+    };
+    // SAFETY: every row is handed to `f`, which writes all of it (both callers zip the row
+    // with an input row of the same length).
+    unsafe { filled(n * c * s, fill) }
 }
 
 impl BatchNormBackend for Flex {
@@ -158,13 +166,12 @@ impl BatchNormBackend for Flex {
         });
         let var: Vec<f32> = sq.iter().map(|(a, _)| (*a / count) as f32).collect();
         let scale: Vec<f32> = (0..c).map(|ch| gv[ch] / (var[ch] + eps as f32).sqrt()).collect();
-        let mut y = vec![0f32; n * c * s];
-        per_row_write(dims, &mut y, |i, ch, out| {
+        let y = per_row_write(dims, |i, ch, out| {
             // (x − μ)·a + β, not x·a + (β − μ·a): no cancellation when |μ| ≫ σ.
             let (m, a, b) = (mean[ch], scale[ch], bv[ch]);
             for (o, v) in out.iter_mut().zip(row(i, ch)) {
                 let t = (v - m) * a + b;
-                *o = if relu { t.max(0.0) } else { t };
+                o.write(if relu { t.max(0.0) } else { t });
             }
         });
         (FlexTensor::from_data(TensorData::new(y, shape)), vector(mean), vector(var))
@@ -210,12 +217,11 @@ impl BatchNormBackend for Flex {
             let b = -a * sg / count;
             coef.push((a as f32, k as f32, b as f32));
         }
-        let mut dx = vec![0f32; n * c * s];
-        per_row_write(dims, &mut dx, |i, ch, out| {
+        let dx = per_row_write(dims, |i, ch, out| {
             let (a, k, b) = coef[ch];
             let (gr, xr, m) = (&g[at(i, ch)..][..s], &xv[at(i, ch)..][..s], mv[ch]);
             for ((d, gk), xk) in out.iter_mut().zip(gr).zip(xr) {
-                *d = a * gk + k * (xk - m) + b;
+                d.write(a * gk + k * (xk - m) + b);
             }
         });
         let dgamma: Vec<f32> = (0..c).map(|ch| (sums[ch].1 * inv_std[ch]) as f32).collect();

@@ -15,6 +15,7 @@ mod cpu_ops;
 pub mod datasets;
 pub mod dense;
 pub mod direct_conv;
+mod direct_kernels;
 pub mod distributed;
 pub mod download;
 pub mod ema;

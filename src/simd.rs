@@ -76,7 +76,8 @@ pub(crate) trait Lanes: Copy {
     unsafe fn load(p: *const f32) -> Self;
     /// [`Lanes::load`] with the lanes outside `m` set to zero (all `N` elements must be readable).
     unsafe fn load_masked(p: *const f32, m: Self::Mask) -> Self;
-    unsafe fn store(self, p: *mut f32);
+    /// Stores the lanes in `m` only.
+    unsafe fn store_masked(self, p: *mut f32, m: Self::Mask);
     /// Every lane = `*p`.
     unsafe fn splat(p: *const f32) -> Self;
     /// `a·b + c`, one rounding.
@@ -120,8 +121,8 @@ mod x86 {
             V16(_mm512_loadu_ps(p))
         }
         #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            _mm512_storeu_ps(p, self.0)
+        unsafe fn store_masked(self, p: *mut f32, m: Self::Mask) {
+            _mm512_mask_storeu_ps(p, m, self.0)
         }
         #[inline(always)]
         unsafe fn splat(p: *const f32) -> Self {
@@ -158,8 +159,8 @@ mod x86 {
             V8(_mm256_loadu_ps(p))
         }
         #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            _mm256_storeu_ps(p, self.0)
+        unsafe fn store_masked(self, p: *mut f32, m: Self::Mask) {
+            _mm256_maskstore_ps(p, _mm256_castps_si256(m), self.0)
         }
         #[inline(always)]
         unsafe fn splat(p: *const f32) -> Self {

@@ -1,0 +1,182 @@
+//! The SIMD kernels of [`crate::direct_conv`], written once over [`Lanes`] and compiled for
+//! AVX-512 and AVX2 + FMA. Layouts (see [`crate::direct_conv`]): an image copy holds each
+//! channel as a `plane` of `(h + 2)·w + 2` values (slack, zero row, the map, zero row, slack),
+//! so output pixel `e` reads tap `(ky, kx)` at `e + ky·w + kx`; a vector is `N` consecutive
+//! pixels of a channel (the last one of a map may be partial); lanes on the first (last) column
+//! are masked off for taps `kx = 0` (`kx = 2`).
+
+use crate::direct_conv::{Plan, K, KK, OB};
+use crate::simd::Lanes;
+
+/// Per vector of a map (`q = 0 .. ⌈h·w / N⌉`): the masks of the taps `kx = 0` and `kx = 2`,
+/// and of the lanes inside the map.
+struct Masks<V: Lanes> {
+    first: Vec<V::Mask>,
+    last: Vec<V::Mask>,
+    keep: Vec<V::Mask>,
+}
+
+impl<V: Lanes> Masks<V> {
+    #[inline(always)]
+    unsafe fn new(p: &Plan) -> Self {
+        let (w, hw) = (p.w, p.pixels());
+        let per = |q: usize, keep: &dyn Fn(usize) -> bool| V::mask(|l| keep(q * V::N + l));
+        let qs = 0..hw.div_ceil(V::N);
+        Self {
+            first: qs.clone().map(|q| per(q, &|e| e % w != 0)).collect(),
+            last: qs.clone().map(|q| per(q, &|e| e % w != w - 1)).collect(),
+            keep: qs.map(|q| per(q, &|e| e < hw)).collect(),
+        }
+    }
+}
+
+/// One output vector of a group: offsets of its first tap in the copies and of its pixels in
+/// the output (channel 0), and its masks.
+#[derive(Clone, Copy)]
+struct Spot<V: Lanes> {
+    x: usize,
+    y: usize,
+    first: V::Mask,
+    last: V::Mask,
+    keep: V::Mask,
+}
+
+/// `y [imgs, cout, h, w]` of the copies `xp [imgs, cin, plane]`, packed weights `wk`
+/// (`[cout/8][cin][9][8]`): tiles of `NV` vectors (a single vector for the rest).
+#[inline(always)]
+pub(crate) unsafe fn conv_group<V: Lanes, const NV: usize>(p: &Plan, imgs: usize, xp: &[f32], wk: &[f32], y: *mut f32) {
+    let masks = Masks::<V>::new(p);
+    let (plane, hw, per_img) = (p.plane(), p.pixels(), p.pixels().div_ceil(V::N));
+    // Where each vector of the group reads and writes (computed once: divisions are slow).
+    let at: Vec<Spot<V>> = (0..imgs * per_img)
+        .map(|u| {
+            let (img, q) = (u / per_img, u % per_img);
+            Spot {
+                x: img * p.cin * plane + q * V::N,
+                y: img * p.cout * hw + q * V::N,
+                first: masks.first[q],
+                last: masks.last[q],
+                keep: masks.keep[q],
+            }
+        })
+        .collect();
+    for ob in 0..p.cout / OB {
+        let wb = wk[ob * p.cin * KK * OB..].as_ptr();
+        let yb = y.add(ob * OB * hw);
+        let mut tiles = at.chunks_exact(NV);
+        for spots in tiles.by_ref() {
+            tile::<V, NV>(p, xp.as_ptr(), wb, spots, yb);
+        }
+        for spot in tiles.remainder().chunks(1) {
+            tile::<V, 1>(p, xp.as_ptr(), wb, spot, yb);
+        }
+    }
+}
+
+/// `NV` output vectors (`spots`) of 8 output channels (weights `wb [cin][9][8]`, outputs from
+/// `yb`): per input channel and tap, `NV` loads, 8 broadcast weights, `8·NV` multiply-adds.
+#[inline(always)]
+unsafe fn tile<V: Lanes, const NV: usize>(p: &Plan, xp: *const f32, wb: *const f32, spots: &[Spot<V>], yb: *mut f32) {
+    let (plane, hw) = (p.plane(), p.pixels());
+    let s: [Spot<V>; NV] = std::array::from_fn(|v| spots[v]);
+    let mut acc = [[V::zero(); NV]; OB];
+    for c in 0..p.cin {
+        let wc = wb.add(c * KK * OB);
+        for ky in 0..K {
+            let row = xp.add(c * plane + ky * p.w);
+            let taps: [[V; NV]; K] = [
+                std::array::from_fn(|v| V::load_masked(row.add(s[v].x), s[v].first)),
+                std::array::from_fn(|v| V::load(row.add(s[v].x + 1))),
+                std::array::from_fn(|v| V::load_masked(row.add(s[v].x + 2), s[v].last)),
+            ];
+            for (kx, xv) in taps.iter().enumerate() {
+                let wt = wc.add((ky * K + kx) * OB);
+                for (j, accj) in acc.iter_mut().enumerate() {
+                    let wv = V::splat(wt.add(j));
+                    for (a, &x) in accj.iter_mut().zip(xv) {
+                        *a = V::fma(wv, x, *a);
+                    }
+                }
+            }
+        }
+    }
+    for (v, spot) in s.iter().enumerate() {
+        for (j, accj) in acc.iter().enumerate() {
+            accj[v].store_masked(yb.add(spot.y + j * hw), spot.keep);
+        }
+    }
+}
+
+/// The weight gradient `out [o0 .. o0 + 8][c][9]` of a chunk of images, from channel-major
+/// copies `xps [cin][imgs][plane]` and output gradients `dys [cout][imgs][⌈h·w/N⌉·N]` (zeros
+/// after each map): per block of `OW` output channels × one input channel, 9·OW vector
+/// accumulators run over every vector of every image (one flat loop: nested loops made the
+/// compiler keep the accumulators in memory), then each is summed across its lanes.
+#[inline(always)]
+pub(crate) unsafe fn wgrad_chunk<V: Lanes, const OW: usize>(
+    p: &Plan,
+    imgs: usize,
+    xps: &[f32],
+    dys: &[f32],
+    o0: usize,
+    out: &mut [f32],
+) {
+    let masks = Masks::<V>::new(p);
+    let (plane, per_img) = (p.plane(), p.pixels().div_ceil(V::N));
+    let dstride = imgs * per_img * V::N;
+    for ob in o0 / OW..(o0 + OB) / OW {
+        for c in 0..p.cin {
+            let mut a = [[V::zero(); KK]; OW];
+            let xc = xps[c * imgs * plane..].as_ptr();
+            let dyb = dys[ob * OW * dstride..].as_ptr();
+            let (mut xb, mut e, mut q) = (0usize, 0usize, 0usize);
+            for _ in 0..imgs * per_img {
+                let d: [V; OW] = std::array::from_fn(|j| V::load(dyb.add(j * dstride + e)));
+                let (first, last) = (masks.first[q], masks.last[q]);
+                for ky in 0..K {
+                    let row = xc.add(xb + q * V::N + ky * p.w);
+                    let taps = [V::load_masked(row, first), V::load(row.add(1)), V::load_masked(row.add(2), last)];
+                    for (kx, &xv) in taps.iter().enumerate() {
+                        for (aj, &dj) in a.iter_mut().zip(&d) {
+                            aj[ky * K + kx] = V::fma(dj, xv, aj[ky * K + kx]);
+                        }
+                    }
+                }
+                (e, q) = (e + V::N, q + 1);
+                if q == per_img {
+                    (xb, q) = (xb + plane, 0);
+                }
+            }
+            for (j, aj) in a.iter().enumerate() {
+                for (t, v) in aj.iter().enumerate() {
+                    out[((ob * OW + j - o0) * p.cin + c) * KK + t] = v.sum();
+                }
+            }
+        }
+    }
+}
+
+/// The kernels compiled for each instruction set. AVX-512 needs VL and DQ besides F: without
+/// them the compiler cannot zero registers 16–31 and spilled accumulators.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    use super::{conv_group, wgrad_chunk, Plan};
+    use crate::simd::{V16, V8};
+
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq")]
+    pub(crate) unsafe fn conv_group_512(p: &Plan, imgs: usize, xp: &[f32], wk: &[f32], y: *mut f32) {
+        conv_group::<V16, 3>(p, imgs, xp, wk, y)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn conv_group_256(p: &Plan, imgs: usize, xp: &[f32], wk: &[f32], y: *mut f32) {
+        conv_group::<V8, 1>(p, imgs, xp, wk, y)
+    }
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq")]
+    pub(crate) unsafe fn wgrad_chunk_512(p: &Plan, imgs: usize, xps: &[f32], dys: &[f32], o0: usize, out: &mut [f32]) {
+        wgrad_chunk::<V16, 2>(p, imgs, xps, dys, o0, out)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn wgrad_chunk_256(p: &Plan, imgs: usize, xps: &[f32], dys: &[f32], o0: usize, out: &mut [f32]) {
+        wgrad_chunk::<V8, 1>(p, imgs, xps, dys, o0, out)
+    }
+}
