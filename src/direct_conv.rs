@@ -38,6 +38,10 @@ pub(crate) const KK: usize = K * K;
 pub(crate) const OB: usize = 8;
 /// Zeros after the last copy of a buffer: a partial last vector reads up to `N − 1` past it.
 const SLACK: usize = 16;
+/// Above this many input channels the weight gradient goes to im2col + GEMM: its GEMM is long
+/// enough there to be as fast or faster (CIFAR ResNet-18 width 64, batch 64, 256 channels at
+/// 8×8: 36 vs 46 ms; width 16, 128 channels at 4×4: 4.4 vs 3.1 ms).
+const WGRAD_MAX_CHANNELS: usize = 128;
 /// Images per partial sum of the weight gradient (fixed, so the order never depends on threads).
 const WGRAD_CHUNK: usize = 8;
 
@@ -125,11 +129,11 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Option<Vec<f3
     Some(convolve(isa, &Plan { cin: g.o, h: g.h, w: g.w, cout: g.c }, g.n, dy, &wk))
 }
 
-/// Weight gradient `[o, c, 3, 3]`, or `None`. The images go in fixed chunks (at least 8, and
+/// Weight gradient `[o, c, 3, 3]`, or `None` (also above [`WGRAD_MAX_CHANNELS`]). The images go in fixed chunks (at least 8, and
 /// at least 64 vectors per channel, so small maps do not spend their time summing lanes); the
 /// blocks of 8 output channels of a chunk run in parallel.
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
-    let isa = simd::isa().filter(|&isa| eligible(g, isa))?;
+    let isa = simd::isa().filter(|&isa| eligible(g, isa) && g.c <= WGRAD_MAX_CHANNELS)?;
     let p = Plan { cin: g.c, h: g.h, w: g.w, cout: g.o };
     let hw = p.pixels();
     let (lanes, per_img) = (isa.lanes(), hw.div_ceil(isa.lanes()));

@@ -65,24 +65,47 @@ impl Pool {
         (Self { h, w, oh, ow, k, stride, pad }, s[0] * s[1])
     }
 
-    /// Index in the plane of the first maximum of output pixel (oy, ox)'s window.
-    fn argmax(&self, plane: &[f32], oy: usize, ox: usize) -> usize {
-        let (y0, x0) = ((oy * self.stride).saturating_sub(self.pad), (ox * self.stride).saturating_sub(self.pad));
+    /// `at[ox]` ← the index in the plane of the first maximum (in row-major order; the first
+    /// NaN if there is one) of the window of output pixel (oy, ox), for a whole output row.
+    /// The row's windows advance together, one window position at a time (interleaving their
+    /// compare-and-select chains; one window after another was 10 % slower).
+    fn row_argmax(&self, plane: &[f32], oy: usize, best: &mut [f32], at: &mut [usize]) {
+        let y0 = (oy * self.stride).saturating_sub(self.pad);
         let y1 = (oy * self.stride + self.k - self.pad).min(self.h);
-        let x1 = (ox * self.stride + self.k - self.pad).min(self.w);
-        let (mut best, mut at) = (f32::NEG_INFINITY, y0 * self.w + x0);
+        for (ox, (b, a)) in best.iter_mut().zip(at.iter_mut()).enumerate() {
+            *b = f32::NEG_INFINITY;
+            *a = y0 * self.w + (ox * self.stride).saturating_sub(self.pad);
+        }
         for y in y0..y1 {
-            for x in x0..x1 {
-                let v = plane[y * self.w + x];
-                if v > best || v.is_nan() {
-                    (best, at) = (v, y * self.w + x);
-                    if v.is_nan() {
-                        return at;
-                    }
+            let row = &plane[y * self.w..][..self.w];
+            for dx in 0..self.k {
+                for (ox, (b, a)) in best.iter_mut().zip(at.iter_mut()).enumerate() {
+                    let Some(x) = (ox * self.stride + dx).checked_sub(self.pad).filter(|&x| x < self.w) else {
+                        continue;
+                    };
+                    let v = row[x];
+                    // Greater, or the first NaN (nothing is greater than a NaN, so it stays).
+                    let take = v > *b || (v.is_nan() && !b.is_nan());
+                    *b = if take { v } else { *b };
+                    *a = if take { y * self.w + x } else { *a };
                 }
             }
         }
-        at
+    }
+}
+
+/// Per-thread buffers of one output row's running maxima and their indices.
+#[derive(Default)]
+struct Scratch {
+    best: Vec<f32>,
+    at: Vec<usize>,
+}
+
+impl Scratch {
+    fn row(&mut self, ow: usize) -> (&mut [f32], &mut [usize]) {
+        self.best.resize(ow, 0.0);
+        self.at.resize(ow, 0);
+        (&mut self.best, &mut self.at)
     }
 }
 
@@ -97,11 +120,14 @@ impl PoolBackend for Flex {
         let xv = values_f32(&x);
         let mut y = vec![0f32; planes * g.oh * g.ow];
         if !y.is_empty() {
-            y.par_chunks_mut(g.oh * g.ow).with_min_len(min_items(g.h * g.w)).enumerate().for_each(|(pi, out)| {
+            let rows = y.par_chunks_mut(g.oh * g.ow).with_min_len(min_items(g.h * g.w)).enumerate();
+            rows.for_each_init(Scratch::default, |sc, (pi, out)| {
                 let plane = &xv[pi * g.h * g.w..(pi + 1) * g.h * g.w];
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        out[oy * g.ow + ox] = plane[g.argmax(plane, oy, ox)];
+                let (best, at) = sc.row(g.ow);
+                for (oy, out_row) in out.chunks_exact_mut(g.ow).enumerate() {
+                    g.row_argmax(plane, oy, best, at);
+                    for (o, &i) in out_row.iter_mut().zip(at.iter()) {
+                        *o = plane[i];
                     }
                 }
             });
@@ -115,12 +141,15 @@ impl PoolBackend for Flex {
         let (xv, dyv) = (values_f32(&x), values_f32(&dy));
         let mut dx = vec![0f32; xv.len()];
         if !dx.is_empty() {
-            dx.par_chunks_mut(g.h * g.w).with_min_len(min_items(g.h * g.w)).enumerate().for_each(|(pi, grad)| {
+            let planes = dx.par_chunks_mut(g.h * g.w).with_min_len(min_items(g.h * g.w)).enumerate();
+            planes.for_each_init(Scratch::default, |sc, (pi, grad)| {
                 let plane = &xv[pi * g.h * g.w..(pi + 1) * g.h * g.w];
                 let d = &dyv[pi * g.oh * g.ow..(pi + 1) * g.oh * g.ow];
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        grad[g.argmax(plane, oy, ox)] += d[oy * g.ow + ox];
+                let (best, at) = sc.row(g.ow);
+                for (oy, d_row) in d.chunks_exact(g.ow).enumerate() {
+                    g.row_argmax(plane, oy, best, at);
+                    for (&i, &v) in at.iter().zip(d_row) {
+                        grad[i] += v;
                     }
                 }
             });

@@ -43,6 +43,8 @@ const CASES: &[Case] = &[
     (2, 8, 4, 28, 8, 3, 1, 1),
     (5, 16, 7, 7, 16, 3, 1, 1),
     (9, 8, 3, 5, 8, 3, 1, 1),
+    // More than 128 input channels: direct forward and input gradient, weight gradient by GEMM.
+    (2, 136, 4, 4, 8, 3, 1, 1),
     // 2×2 maps (4 pixels): direct with AVX2 (half of 8 lanes), not with AVX-512.
     (3, 8, 2, 2, 8, 3, 1, 1),
 ];
@@ -187,4 +189,26 @@ fn max_pool_matches_burn_forward_and_gradient() {
         assert!(max_rel(&y1, &y0) == 0.0, "{case}: pooled values differ");
         assert!(max_rel(&dx1, &dx0) < 1e-6, "{case}: input gradients differ");
     }
+}
+
+#[test]
+fn max_pool_propagates_the_first_nan() {
+    let dev = Device::flex();
+    // One 4×4 plane, 2×2 windows of stride 2: NaNs at (0, 1) and (1, 0) share the first window;
+    // the first in row-major order, (0, 1), takes its gradient.
+    let mut v = vec![1.0f32; 16];
+    v[1] = f32::NAN;
+    v[4] = f32::NAN;
+    v[10] = 5.0;
+    let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(v, [1, 1, 4, 4]), &dev);
+    let xa = x.autodiff().require_grad();
+    let y = byol::pool_op::max_pool2d(xa.clone(), 2, 2, 0);
+    let yv: Vec<f32> = y.clone().inner().into_data().to_vec().expect("f32");
+    assert!(yv[0].is_nan() && yv[1] == 1.0 && yv[2] == 1.0 && yv[3] == 5.0, "pooled {yv:?}");
+    let grads = y.sum().backward();
+    let dx: Vec<f32> = xa.grad(&grads).expect("dx").into_data().to_vec().expect("f32");
+    assert_eq!(dx[1], 1.0, "gradient of the first NaN: {dx:?}");
+    assert_eq!(dx[4], 0.0, "the second NaN takes none: {dx:?}");
+    assert_eq!(dx[10], 1.0, "{dx:?}");
+    assert_eq!(dx.iter().sum::<f32>(), 4.0, "one gradient per window: {dx:?}");
 }
