@@ -41,6 +41,7 @@ pub mod linear_probe;
 pub mod loader;
 pub mod logreg;
 pub mod loss;
+pub mod malloc_tuning;
 pub mod metrics;
 pub mod monitor;
 pub mod npy;
