@@ -4,6 +4,7 @@ use byol::heads::MlpConfig;
 use byol::resnet::{self, ResNetConfig, Stem};
 use std::time::Instant;
 fn main() {
+    byol::malloc_tuning::keep_freed_memory();
     let dev = Device::flex();
     let ad = dev.clone().autodiff();
     let cfg = ByolConfig {
