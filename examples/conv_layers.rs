@@ -3,19 +3,11 @@
 //! `cargo run --example conv_layers [batch] [cifar WIDTH]` (threads: RAYON_NUM_THREADS); with
 //! `cifar WIDTH`, the layers of the CIFAR-stem ResNet-18 of that width at 32 px instead.
 use byol::conv::{self, ConvGeom};
-use std::time::Instant;
+#[path = "common/timing.rs"]
+mod timing;
 
-fn median(mut f: impl FnMut()) -> f64 {
-    f();
-    let mut v: Vec<f64> = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[2]
+fn median(f: impl FnMut()) -> f64 {
+    timing::median_ms(5, f)
 }
 
 fn main() {

@@ -2,19 +2,11 @@
 //! `fashion-mnist` preset (3×3, stride 2, padding 1 over 128 × 16 × 14 × 14).
 //! `cargo run --release --example pool_bench [batch]`
 use burn::tensor::{Device, Distribution, Tensor};
-use std::time::Instant;
+#[path = "common/timing.rs"]
+mod timing;
 
-fn median(mut f: impl FnMut()) -> f64 {
-    f();
-    let mut v: Vec<f64> = (0..9)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[4]
+fn median(f: impl FnMut()) -> f64 {
+    timing::median_ms(9, f)
 }
 
 fn main() {
