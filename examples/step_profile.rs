@@ -5,10 +5,11 @@ use byol::resnet::{self, ResNetConfig, Stem};
 use std::time::Instant;
 fn main() {
     byol::malloc_tuning::keep_freed_memory();
+    let width: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(16);
     let dev = Device::flex();
     let ad = dev.clone().autodiff();
     let cfg = ByolConfig {
-        encoder: ResNetConfig { depth: 18, width: 16, stem: Stem::Cifar, in_channels: 3, zero_init_residual: false },
+        encoder: ResNetConfig { depth: 18, width, stem: Stem::Cifar, in_channels: 3, zero_init_residual: false },
         projector: MlpConfig::new(4096, 256),
         predictor: MlpConfig::new(4096, 256),
     };
