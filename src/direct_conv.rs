@@ -38,12 +38,11 @@ pub(crate) const KK: usize = K * K;
 pub(crate) const OB: usize = 8;
 /// Zeros after the last copy of a buffer: a partial last vector reads up to `N − 1` past it.
 const SLACK: usize = 16;
-/// Above this many input channels the weight gradient goes to im2col + GEMM: its GEMM is long
-/// enough there to be as fast or faster (CIFAR ResNet-18 width 64, batch 64, 256 channels at
-/// 8×8: 36 vs 46 ms; width 16, 128 channels at 4×4: 4.4 vs 3.1 ms).
-const WGRAD_MAX_CHANNELS: usize = 128;
-/// Images per partial sum of the weight gradient (fixed, so the order never depends on threads).
+/// Images per partial sum of the weight gradient at least (fixed, so the order never depends on
+/// threads)…
 const WGRAD_CHUNK: usize = 8;
+/// … and pixels per partial sum at least (small maps: enough work per block).
+const WGRAD_PIXELS: usize = 1024;
 
 /// Whether the direct kernels compute this convolution on this machine (3×3, stride 1,
 /// padding 1, output channels a multiple of 8, and the map fills at least half of its vectors:
@@ -129,51 +128,72 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Option<Vec<f3
     Some(convolve(isa, &Plan { cin: g.o, h: g.h, w: g.w, cout: g.c }, g.n, dy, &wk))
 }
 
-/// Weight gradient `[o, c, 3, 3]`, or `None` (also above [`WGRAD_MAX_CHANNELS`]). The images go in fixed chunks (at least 8, and
-/// at least 64 vectors per channel, so small maps do not spend their time summing lanes); the
-/// blocks of 8 output channels of a chunk run in parallel.
+/// Weight gradient `[o, c, 3, 3]`, or `None` (also when the output channels are not a multiple
+/// of the vector length). The images
+/// go in fixed chunks (8, or enough for 1024 pixels); the blocks (a vector of output channels × up to 3 input channels)
+/// of a chunk run in parallel; the chunks' partial sums are added in order.
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
-    let isa = simd::isa().filter(|&isa| eligible(g, isa) && g.c <= WGRAD_MAX_CHANNELS)?;
+    let isa = simd::isa().filter(|&isa| eligible(g, isa) && g.o.is_multiple_of(isa.lanes()))?;
     let p = Plan { cin: g.c, h: g.h, w: g.w, cout: g.o };
-    let hw = p.pixels();
-    let (lanes, per_img) = (isa.lanes(), hw.div_ceil(isa.lanes()));
-    let chunk = 64usize.div_ceil(per_img).max(WGRAD_CHUNK).min(g.n);
+    let (hw, lanes) = (p.pixels(), isa.lanes());
+    let chunk = WGRAD_CHUNK.max(WGRAD_PIXELS.div_ceil(hw)).min(g.n);
+    let (pitch, plane) = (p.w + 2, (p.h + 2) * (p.w + 2));
+    let cb = if isa == Isa::Avx512 { 3 } else { 1 };
+    let (nob, ncb) = (p.cout / lanes, p.cin.div_ceil(cb));
     let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(chunk))
         .into_par_iter()
         .map(|ch| {
             let (first, imgs) = (ch * chunk, chunk.min(g.n - ch * chunk));
-            // Channel-major copies `[channel][image][…]`: one channel of every image of the
-            // chunk lies in one run.
-            let plane = p.plane();
-            let mut xps = vec![0.0f32; p.cin * imgs * plane + SLACK];
-            xps.par_chunks_mut(imgs * plane).enumerate().for_each(|(c, run)| {
+            // Zero-bordered copies `[channel][image][(h+2)·(w+2)]`.
+            let mut xw = vec![0.0f32; p.cin * imgs * plane + SLACK];
+            xw.par_chunks_mut(imgs * plane).enumerate().for_each(|(c, run)| {
                 for (i, dst) in run.chunks_exact_mut(plane).enumerate() {
-                    dst[1 + p.w..][..hw].copy_from_slice(&x[((first + i) * p.cin + c) * hw..][..hw]);
+                    let src = &x[((first + i) * p.cin + c) * hw..][..hw];
+                    for (row, s) in dst[pitch + 1..].chunks_mut(pitch).zip(src.chunks_exact(p.w)) {
+                        row[..p.w].copy_from_slice(s);
+                    }
                 }
             });
-            // Each map padded with zeros to whole vectors.
-            let copy = |dys: &mut [MaybeUninit<f32>]| {
-                dys.par_chunks_mut(imgs * per_img * lanes).enumerate().for_each(|(o, run)| {
-                    for (i, dst) in run.chunks_exact_mut(per_img * lanes).enumerate() {
-                        let src = &dy[((first + i) * p.cout + o) * hw..][..hw];
-                        for (k, d) in dst.iter_mut().enumerate() {
-                            d.write(src.get(k).copied().unwrap_or(0.0));
+            // Output gradients with the channels innermost: `[cout/N][image][h·w][N]`.
+            let transpose = |t: &mut [MaybeUninit<f32>]| {
+                t.par_chunks_mut(imgs * hw * lanes).enumerate().for_each(|(ob, run)| {
+                    for (i, img) in run.chunks_exact_mut(hw * lanes).enumerate() {
+                        let src = &dy[((first + i) * p.cout + ob * lanes) * hw..][..lanes * hw];
+                        // In blocks of 64 pixels, a channel at a time: the channels' rows are
+                        // 4 KB apart (32×32 maps) and read side by side they evict each other.
+                        for (b, block) in img.chunks_mut(64 * lanes).enumerate() {
+                            for (l, row) in src.chunks_exact(hw).enumerate() {
+                                for (k, v) in row[b * 64..].iter().take(block.len() / lanes).enumerate() {
+                                    block[k * lanes + l].write(*v);
+                                }
+                            }
                         }
                     }
                 });
             };
             // SAFETY: every element of every run is written.
-            let dys = unsafe { filled(p.cout * imgs * per_img * lanes, copy) };
-            let blocks: Vec<Vec<f32>> = (0..p.cout / OB)
+            let dyt = unsafe { filled(p.cout * imgs * hw, transpose) };
+            let blocks: Vec<Vec<f32>> = (0..nob * ncb)
                 .into_par_iter()
-                .map(|b| {
-                    let mut part = vec![0.0f32; OB * p.cin * KK];
+                .map(|k| {
+                    let (ob, c0) = (k / ncb, (k % ncb) * cb);
+                    let cn = cb.min(p.cin - c0);
+                    let mut part = vec![0.0f32; cn * lanes * KK];
                     // SAFETY: `isa` was detected on this processor; the buffers have the plan's sizes.
-                    unsafe { wgrad_chunk_isa(isa, &p, imgs, &xps, &dys, b * OB, &mut part) };
+                    unsafe { wgrad_isa(isa, &p, imgs, &xw, &dyt, ob, c0, cn, &mut part) };
                     part
                 })
                 .collect();
-            blocks.concat()
+            // `[block][channel][lane][tap]` → `[o][c][tap]`.
+            let mut out = vec![0.0f32; p.cout * p.cin * KK];
+            for (k, part) in blocks.iter().enumerate() {
+                let (ob, c0) = (k / ncb, (k % ncb) * cb);
+                for (jl, taps) in part.chunks_exact(KK).enumerate() {
+                    let (j, l) = (jl / lanes, jl % lanes);
+                    out[((ob * lanes + l) * p.cin + c0 + j) * KK..][..KK].copy_from_slice(taps);
+                }
+            }
+            out
         })
         .collect();
     let mut sum = vec![0.0f32; g.o * g.c * KK];
@@ -213,10 +233,21 @@ unsafe fn conv_group_isa(isa: Isa, p: &Plan, imgs: usize, xp: &[f32], wk: &[f32]
     }
 }
 
-unsafe fn wgrad_chunk_isa(isa: Isa, p: &Plan, imgs: usize, xps: &[f32], dys: &[f32], o0: usize, out: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn wgrad_isa(
+    isa: Isa,
+    p: &Plan,
+    imgs: usize,
+    xw: &[f32],
+    dyt: &[f32],
+    ob: usize,
+    c0: usize,
+    cn: usize,
+    part: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     match isa {
-        Isa::Avx512 => direct_kernels::x86::wgrad_chunk_512(p, imgs, xps, dys, o0, out),
-        Isa::Avx2 => direct_kernels::x86::wgrad_chunk_256(p, imgs, xps, dys, o0, out),
+        Isa::Avx512 => direct_kernels::x86::wgrad_512(p, imgs, xw, dyt, ob, c0, cn, part),
+        Isa::Avx2 => direct_kernels::x86::wgrad_256(p, imgs, xw, dyt, ob, c0, cn, part),
     }
 }

@@ -107,50 +107,55 @@ unsafe fn tile<V: Lanes, const NV: usize>(p: &Plan, xp: *const f32, wb: *const f
     }
 }
 
-/// The weight gradient `out [o0 .. o0 + 8][c][9]` of a chunk of images, from channel-major
-/// copies `xps [cin][imgs][plane]` and output gradients `dys [cout][imgs][⌈h·w/N⌉·N]` (zeros
-/// after each map): per block of `OW` output channels × one input channel, 9·OW vector
-/// accumulators run over every vector of every image (one flat loop: nested loops made the
-/// compiler keep the accumulators in memory), then each is summed across its lanes.
+/// The weight gradient of one block — output channels `N·ob .. N·ob + N` (the lanes) × input
+/// channels `c0 .. c0 + CB` — over a chunk of images: `part [CB][N][9]`. Inputs: zero-bordered
+/// copies `xw [cin][imgs][(h+2)·(w+2)]` (so every tap of every pixel is in the copy, no masks)
+/// and the output gradients transposed to `dyt [cout/N][imgs][h·w][N]`. Per pixel: one vector
+/// of `N` output-channel gradients, and for each of the `9·CB` taps one input value broadcast
+/// (folded into the multiply-add): `9·CB` accumulators over all pixels, no lane sums.
 #[inline(always)]
-pub(crate) unsafe fn wgrad_chunk<V: Lanes, const OW: usize>(
+pub(crate) unsafe fn wgrad_block<V: Lanes, const CB: usize>(
     p: &Plan,
     imgs: usize,
-    xps: &[f32],
-    dys: &[f32],
-    o0: usize,
-    out: &mut [f32],
+    xw: &[f32],
+    dyt: &[f32],
+    ob: usize,
+    c0: usize,
+    part: &mut [f32],
 ) {
-    let masks = Masks::<V>::new(p);
-    let (plane, per_img) = (p.plane(), p.pixels().div_ceil(V::N));
-    let dstride = imgs * per_img * V::N;
-    for ob in o0 / OW..(o0 + OB) / OW {
-        for c in 0..p.cin {
-            let mut a = [[V::zero(); KK]; OW];
-            let xc = xps[c * imgs * plane..].as_ptr();
-            let dyb = dys[ob * OW * dstride..].as_ptr();
-            let (mut xb, mut e, mut q) = (0usize, 0usize, 0usize);
-            for _ in 0..imgs * per_img {
-                let d: [V; OW] = std::array::from_fn(|j| V::load(dyb.add(j * dstride + e)));
-                let (first, last) = (masks.first[q], masks.last[q]);
-                for ky in 0..K {
-                    let row = xc.add(xb + q * V::N + ky * p.w);
-                    let taps = [V::load_masked(row, first), V::load(row.add(1)), V::load_masked(row.add(2), last)];
-                    for (kx, &xv) in taps.iter().enumerate() {
-                        for (aj, &dj) in a.iter_mut().zip(&d) {
-                            aj[ky * K + kx] = V::fma(dj, xv, aj[ky * K + kx]);
-                        }
-                    }
-                }
-                (e, q) = (e + V::N, q + 1);
-                if q == per_img {
-                    (xb, q) = (xb + plane, 0);
+    let (pitch, hw) = (p.w + 2, p.pixels());
+    let plane = (p.h + 2) * pitch;
+    let rows: [[*const f32; K]; CB] =
+        std::array::from_fn(|j| std::array::from_fn(|ky| xw.as_ptr().add((c0 + j) * imgs * plane + ky * pitch)));
+    let mut d = dyt[ob * imgs * hw * V::N..].as_ptr();
+    let mut acc = [[V::zero(); KK]; CB];
+    // One flat loop over the pixels of every image (nested loops made the compiler keep the
+    // accumulators in memory); `off` is the pixel's top-left tap in its channel's copies.
+    let (mut off, mut x, mut y) = (0usize, 0usize, 0usize);
+    for _ in 0..imgs * hw {
+        let dv = V::load(d);
+        for (j, aj) in acc.iter_mut().enumerate() {
+            for ky in 0..K {
+                let r = rows[j][ky].add(off);
+                for kx in 0..K {
+                    aj[ky * K + kx] = V::fma(V::splat(r.add(kx)), dv, aj[ky * K + kx]);
                 }
             }
-            for (j, aj) in a.iter().enumerate() {
-                for (t, v) in aj.iter().enumerate() {
-                    out[((ob * OW + j - o0) * p.cin + c) * KK + t] = v.sum();
-                }
+        }
+        (d, off, x) = (d.add(V::N), off + 1, x + 1);
+        if x == p.w {
+            (off, x, y) = (off + 2, 0, y + 1);
+            if y == p.h {
+                (off, y) = (off + 2 * pitch, 0);
+            }
+        }
+    }
+    let mut lanes = [0.0f32; 16];
+    for (j, aj) in acc.iter().enumerate() {
+        for (t, v) in aj.iter().enumerate() {
+            v.store(lanes.as_mut_ptr());
+            for (l, &s) in lanes[..V::N].iter().enumerate() {
+                part[(j * V::N + l) * KK + t] = s;
             }
         }
     }
@@ -160,7 +165,7 @@ pub(crate) unsafe fn wgrad_chunk<V: Lanes, const OW: usize>(
 /// them the compiler cannot zero registers 16–31 and spilled accumulators.
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
-    use super::{conv_group, wgrad_chunk, Plan};
+    use super::{conv_group, wgrad_block, Plan};
     use crate::simd::{V16, V8};
 
     #[target_feature(enable = "avx512f,avx512vl,avx512dq")]
@@ -171,12 +176,41 @@ pub(crate) mod x86 {
     pub(crate) unsafe fn conv_group_256(p: &Plan, imgs: usize, xp: &[f32], wk: &[f32], y: *mut f32) {
         conv_group::<V8, 1>(p, imgs, xp, wk, y)
     }
+    /// Input channels `c0 .. c0 + cn` (`cn` ≤ 3) in one block of three or one at a time.
     #[target_feature(enable = "avx512f,avx512vl,avx512dq")]
-    pub(crate) unsafe fn wgrad_chunk_512(p: &Plan, imgs: usize, xps: &[f32], dys: &[f32], o0: usize, out: &mut [f32]) {
-        wgrad_chunk::<V16, 2>(p, imgs, xps, dys, o0, out)
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn wgrad_512(
+        p: &Plan,
+        imgs: usize,
+        xw: &[f32],
+        dyt: &[f32],
+        ob: usize,
+        c0: usize,
+        cn: usize,
+        part: &mut [f32],
+    ) {
+        if cn == 3 {
+            wgrad_block::<V16, 3>(p, imgs, xw, dyt, ob, c0, part);
+        } else {
+            for j in 0..cn {
+                wgrad_block::<V16, 1>(p, imgs, xw, dyt, ob, c0 + j, &mut part[j * 16 * super::KK..]);
+            }
+        }
     }
     #[target_feature(enable = "avx2,fma")]
-    pub(crate) unsafe fn wgrad_chunk_256(p: &Plan, imgs: usize, xps: &[f32], dys: &[f32], o0: usize, out: &mut [f32]) {
-        wgrad_chunk::<V8, 1>(p, imgs, xps, dys, o0, out)
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn wgrad_256(
+        p: &Plan,
+        imgs: usize,
+        xw: &[f32],
+        dyt: &[f32],
+        ob: usize,
+        c0: usize,
+        cn: usize,
+        part: &mut [f32],
+    ) {
+        for j in 0..cn {
+            wgrad_block::<V8, 1>(p, imgs, xw, dyt, ob, c0 + j, &mut part[j * 8 * super::KK..]);
+        }
     }
 }

@@ -76,14 +76,13 @@ pub(crate) trait Lanes: Copy {
     unsafe fn load(p: *const f32) -> Self;
     /// [`Lanes::load`] with the lanes outside `m` set to zero (all `N` elements must be readable).
     unsafe fn load_masked(p: *const f32, m: Self::Mask) -> Self;
+    unsafe fn store(self, p: *mut f32);
     /// Stores the lanes in `m` only.
     unsafe fn store_masked(self, p: *mut f32, m: Self::Mask);
     /// Every lane = `*p`.
     unsafe fn splat(p: *const f32) -> Self;
     /// `a·b + c`, one rounding.
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
-    /// The sum of the lanes, added in a fixed tree order.
-    unsafe fn sum(self) -> f32;
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -121,6 +120,10 @@ mod x86 {
             V16(_mm512_loadu_ps(p))
         }
         #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self.0)
+        }
+        #[inline(always)]
         unsafe fn store_masked(self, p: *mut f32, m: Self::Mask) {
             _mm512_mask_storeu_ps(p, m, self.0)
         }
@@ -131,10 +134,6 @@ mod x86 {
         #[inline(always)]
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
             V16(_mm512_fmadd_ps(a.0, b.0, c.0))
-        }
-        #[inline(always)]
-        unsafe fn sum(self) -> f32 {
-            _mm512_reduce_add_ps(self.0)
         }
     }
 
@@ -159,6 +158,10 @@ mod x86 {
             V8(_mm256_loadu_ps(p))
         }
         #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self.0)
+        }
+        #[inline(always)]
         unsafe fn store_masked(self, p: *mut f32, m: Self::Mask) {
             _mm256_maskstore_ps(p, _mm256_castps_si256(m), self.0)
         }
@@ -169,12 +172,6 @@ mod x86 {
         #[inline(always)]
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
             V8(_mm256_fmadd_ps(a.0, b.0, c.0))
-        }
-        #[inline(always)]
-        unsafe fn sum(self) -> f32 {
-            let x = _mm_add_ps(_mm256_castps256_ps128(self.0), _mm256_extractf128_ps::<1>(self.0));
-            let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-            _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)))
         }
     }
 }

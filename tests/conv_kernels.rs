@@ -34,17 +34,19 @@ const CASES: &[Case] = &[
     // processors: rows of 16 and 32, 8×8 and 4×4 maps (several rows per vector; several images
     // per tile), 28 columns, 7×7 and 3×5 maps (a partial last vector); 17 images make two full
     // weight-gradient chunks and a partial one; 3 input channels (a stem) have no direct input
-    // gradient.
+    // gradient. The direct weight gradient needs the output channels in whole vectors (16 with
+    // AVX-512, 8 with AVX2); 8 or 24 output channels take GEMM there on AVX-512.
+    (17, 8, 16, 16, 16, 3, 1, 1),
     (17, 8, 16, 16, 8, 3, 1, 1),
     (2, 16, 5, 32, 24, 3, 1, 1),
     (3, 3, 16, 32, 16, 3, 1, 1),
     (3, 8, 8, 8, 16, 3, 1, 1),
-    (11, 16, 4, 4, 8, 3, 1, 1),
+    (11, 16, 4, 4, 16, 3, 1, 1),
     (2, 8, 4, 28, 8, 3, 1, 1),
     (5, 16, 7, 7, 16, 3, 1, 1),
     (9, 8, 3, 5, 8, 3, 1, 1),
-    // More than 128 input channels: direct forward and input gradient, weight gradient by GEMM.
-    (2, 136, 4, 4, 8, 3, 1, 1),
+    // Many input channels (46 blocks of 3 and a single one in the weight gradient).
+    (2, 136, 4, 4, 16, 3, 1, 1),
     // 2×2 maps (4 pixels): direct with AVX2 (half of 8 lanes), not with AVX-512.
     (3, 8, 2, 2, 8, 3, 1, 1),
 ];
@@ -134,7 +136,7 @@ fn results_do_not_depend_on_thread_count() {
     // A strided geometry (gather table), a wide one (padded-width unfolding) and one for the
     // direct kernels.
     for (x_dims, o, stride) in
-        [([19, 6, 10, 10], 7, 2), ([19, 6, 10, 18], 7, 1), ([19, 8, 6, 16], 8, 1), ([19, 8, 7, 7], 8, 1)]
+        [([19, 6, 10, 10], 7, 2), ([19, 6, 10, 18], 7, 1), ([19, 8, 6, 16], 8, 1), ([19, 8, 7, 7], 16, 1)]
     {
         let g = ConvGeom::new(x_dims, [o, x_dims[1], 3, 3], stride, 1).expect("geometry");
         let x: Vec<f32> = (0..x_dims.iter().product()).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
