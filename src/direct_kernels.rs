@@ -3,7 +3,8 @@
 //! channel as a `plane` of `(h + 2)·w + 2` values (slack, zero row, the map, zero row, slack),
 //! so output pixel `e` reads tap `(ky, kx)` at `e + ky·w + kx`; a vector is `N` consecutive
 //! pixels of a channel (the last one of a map may be partial); lanes on the first (last) column
-//! are masked off for taps `kx = 0` (`kx = 2`).
+//! are masked off for taps `kx = 0` (`kx = 2`). The weight gradient's layouts are described at
+//! [`wgrad_block`].
 
 use crate::direct_conv::{Plan, K, KK, OB};
 use crate::simd::Lanes;
