@@ -32,7 +32,7 @@ use rayon::prelude::*;
 
 use crate::conv::ConvGeom;
 use crate::cpu_ops::filled;
-use crate::direct_kernels;
+use crate::direct_kernels::{self, WgradJob};
 use crate::simd::{self, Isa};
 
 pub(crate) const K: usize = 3;
@@ -182,8 +182,9 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> 
                     let (ob, c0) = (k / ncb, (k % ncb) * cb);
                     let cn = cb.min(p.cin - c0);
                     let mut part = vec![0.0f32; cn * lanes * KK];
+                    let job = WgradJob { p: &p, imgs, xw: &xw, dyt: &dyt, ob, c0, cn };
                     // SAFETY: `isa` was detected on this processor; the buffers have the plan's sizes.
-                    unsafe { wgrad_isa(isa, &p, imgs, &xw, &dyt, ob, c0, cn, &mut part) };
+                    unsafe { wgrad_isa(isa, &job, &mut part) };
                     part
                 })
                 .collect();
@@ -236,21 +237,10 @@ unsafe fn conv_group_isa(isa: Isa, p: &Plan, imgs: usize, xp: &[f32], wk: &[f32]
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-unsafe fn wgrad_isa(
-    isa: Isa,
-    p: &Plan,
-    imgs: usize,
-    xw: &[f32],
-    dyt: &[f32],
-    ob: usize,
-    c0: usize,
-    cn: usize,
-    part: &mut [f32],
-) {
+unsafe fn wgrad_isa(isa: Isa, job: &WgradJob, part: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     match isa {
-        Isa::Avx512 => direct_kernels::x86::wgrad_512(p, imgs, xw, dyt, ob, c0, cn, part),
-        Isa::Avx2 => direct_kernels::x86::wgrad_256(p, imgs, xw, dyt, ob, c0, cn, part),
+        Isa::Avx512 => direct_kernels::x86::wgrad_512(job, part),
+        Isa::Avx2 => direct_kernels::x86::wgrad_256(job, part),
     }
 }

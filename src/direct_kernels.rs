@@ -108,6 +108,19 @@ unsafe fn tile<V: Lanes, const NV: usize>(p: &Plan, xp: *const f32, wb: *const f
     }
 }
 
+/// One task of the weight gradient: output channels `N·ob .. N·ob + N` (the lanes) × input
+/// channels `c0 .. c0 + cn` over a chunk of `imgs` images (buffers as in [`wgrad_block`]).
+#[derive(Clone, Copy)]
+pub(crate) struct WgradJob<'a> {
+    pub(crate) p: &'a Plan,
+    pub(crate) imgs: usize,
+    pub(crate) xw: &'a [f32],
+    pub(crate) dyt: &'a [f32],
+    pub(crate) ob: usize,
+    pub(crate) c0: usize,
+    pub(crate) cn: usize,
+}
+
 /// The weight gradient of one block — output channels `N·ob .. N·ob + N` (the lanes) × input
 /// channels `c0 .. c0 + CB` — over a chunk of images: `part [CB][N][9]`. Inputs: zero-bordered
 /// copies `xw [cin][imgs][(h+2)·(w+2)]` (so every tap of every pixel is in the copy, no masks)
@@ -115,15 +128,8 @@ unsafe fn tile<V: Lanes, const NV: usize>(p: &Plan, xp: *const f32, wb: *const f
 /// of `N` output-channel gradients, and for each of the `9·CB` taps one input value broadcast
 /// (folded into the multiply-add): `9·CB` accumulators over all pixels, no lane sums.
 #[inline(always)]
-pub(crate) unsafe fn wgrad_block<V: Lanes, const CB: usize>(
-    p: &Plan,
-    imgs: usize,
-    xw: &[f32],
-    dyt: &[f32],
-    ob: usize,
-    c0: usize,
-    part: &mut [f32],
-) {
+pub(crate) unsafe fn wgrad_block<V: Lanes, const CB: usize>(job: &WgradJob, c0: usize, part: &mut [f32]) {
+    let WgradJob { p, imgs, xw, dyt, ob, .. } = *job;
     let (pitch, hw) = (p.w + 2, p.pixels());
     let plane = (p.h + 2) * pitch;
     let rows: [[*const f32; K]; CB] =
@@ -166,7 +172,7 @@ pub(crate) unsafe fn wgrad_block<V: Lanes, const CB: usize>(
 /// them the compiler cannot zero registers 16–31 and spilled accumulators.
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
-    use super::{conv_group, wgrad_block, Plan};
+    use super::{conv_group, wgrad_block, Plan, WgradJob, KK};
     use crate::simd::{V16, V8};
 
     #[target_feature(enable = "avx512f,avx512vl,avx512dq")]
@@ -179,39 +185,19 @@ pub(crate) mod x86 {
     }
     /// Input channels `c0 .. c0 + cn` (`cn` ≤ 3) in one block of three or one at a time.
     #[target_feature(enable = "avx512f,avx512vl,avx512dq")]
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) unsafe fn wgrad_512(
-        p: &Plan,
-        imgs: usize,
-        xw: &[f32],
-        dyt: &[f32],
-        ob: usize,
-        c0: usize,
-        cn: usize,
-        part: &mut [f32],
-    ) {
-        if cn == 3 {
-            wgrad_block::<V16, 3>(p, imgs, xw, dyt, ob, c0, part);
+    pub(crate) unsafe fn wgrad_512(job: &WgradJob, part: &mut [f32]) {
+        if job.cn == 3 {
+            wgrad_block::<V16, 3>(job, job.c0, part);
         } else {
-            for j in 0..cn {
-                wgrad_block::<V16, 1>(p, imgs, xw, dyt, ob, c0 + j, &mut part[j * 16 * super::KK..]);
+            for j in 0..job.cn {
+                wgrad_block::<V16, 1>(job, job.c0 + j, &mut part[j * 16 * KK..]);
             }
         }
     }
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) unsafe fn wgrad_256(
-        p: &Plan,
-        imgs: usize,
-        xw: &[f32],
-        dyt: &[f32],
-        ob: usize,
-        c0: usize,
-        cn: usize,
-        part: &mut [f32],
-    ) {
-        for j in 0..cn {
-            wgrad_block::<V8, 1>(p, imgs, xw, dyt, ob, c0 + j, &mut part[j * 8 * super::KK..]);
+    pub(crate) unsafe fn wgrad_256(job: &WgradJob, part: &mut [f32]) {
+        for j in 0..job.cn {
+            wgrad_block::<V8, 1>(job, job.c0 + j, &mut part[j * 8 * KK..]);
         }
     }
 }
