@@ -1,5 +1,7 @@
 //! CPU convolution kernels (f32, NCHW) for the flex backend: im2col + GEMM (the `gemm` crate),
-//! forward, input gradient and weight gradient, parallel over the images of the batch.
+//! forward, input gradient and weight gradient, parallel over the images of the batch. Each
+//! pass first offers the convolution to the direct kernels of [`crate::direct_conv`] (3×3
+//! stride-1 "same" convolutions on AVX-512/AVX2) and unfolds only what they decline.
 //!
 //! burn-flex 0.22.1's own `conv2d` reaches 4–20 GFLOP/s on the small-channel layers of a CIFAR
 //! ResNet on this project's 2-core machine (BENCHMARKS.md); ResNet convolutions are dense 3×3/1×1

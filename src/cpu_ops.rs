@@ -53,7 +53,8 @@ pub(crate) fn min_items(item: usize) -> usize {
 
 /// Whether the environment switch `var` (`BYOL_BURN_CONV`, `BYOL_BURN_BN`: burn's own operation
 /// instead of the CPU kernel; `BYOL_ROW_UNFOLD`: the row-copy unfolding for wide convolutions;
-/// for benchmarks) is set to anything but `0`; read once per process into `cell`.
+/// `BYOL_IM2COL`: no direct convolution kernels; for benchmarks) is set to anything but `0`;
+/// read once per process into `cell`.
 pub(crate) fn env_switch(cell: &OnceLock<bool>, var: &str) -> bool {
     *cell.get_or_init(|| std::env::var_os(var).is_some_and(|v| v != "0"))
 }

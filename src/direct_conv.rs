@@ -37,7 +37,7 @@ use crate::simd::{self, Isa};
 
 pub(crate) const K: usize = 3;
 pub(crate) const KK: usize = K * K;
-/// Output channels per register tile (forward and input gradient) and per weight-gradient task.
+/// Output channels per register tile (forward and input gradient).
 pub(crate) const OB: usize = 8;
 /// Zeros after the last copy of a buffer: a partial last vector reads up to `N − 1` past it.
 const SLACK: usize = 16;
@@ -82,6 +82,14 @@ impl Plan {
     /// element (masked lanes of the first and last taps read the slack).
     pub(crate) fn plane(&self) -> usize {
         (self.h + 2) * self.w + 2
+    }
+    /// Row length of the weight gradient's copies, zero-bordered on all four sides.
+    pub(crate) fn bordered_pitch(&self) -> usize {
+        self.w + 2
+    }
+    /// One channel of the weight gradient's copies: `(h + 2) × (w + 2)`.
+    pub(crate) fn bordered_plane(&self) -> usize {
+        (self.h + 2) * self.bordered_pitch()
     }
     fn in_len(&self) -> usize {
         self.cin * self.pixels()
@@ -132,23 +140,25 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Option<Vec<f3
 }
 
 /// Weight gradient `[o, c, 3, 3]`, or `None` (also when the output channels are not a multiple
-/// of the vector length). The images
-/// go in fixed chunks (8, or enough for 1024 pixels); the blocks (a vector of output channels × up to 3 input channels)
-/// of a chunk run in parallel; the chunks' partial sums are added in order.
+/// of the vector length). The images go in fixed chunks (8, or enough for 1024 pixels); the
+/// blocks of a chunk (a vector of output channels × up to 3 input channels) run in parallel;
+/// the chunks' partial sums are added in order.
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
     let isa = simd::isa().filter(|&isa| eligible(g, isa) && g.o.is_multiple_of(isa.lanes()))?;
     let p = Plan { cin: g.c, h: g.h, w: g.w, cout: g.o };
     let (hw, lanes) = (p.pixels(), isa.lanes());
     let chunk = WGRAD_CHUNK.max(WGRAD_PIXELS.div_ceil(hw)).min(g.n);
-    let (pitch, plane) = (p.w + 2, (p.h + 2) * (p.w + 2));
+    let (pitch, plane) = (p.bordered_pitch(), p.bordered_plane());
+    // (output-channel vector, first input channel, input channels) of each block.
     let cb = if isa == Isa::Avx512 { 3 } else { 1 };
-    let (nob, ncb) = (p.cout / lanes, p.cin.div_ceil(cb));
+    let blocks: Vec<(usize, usize, usize)> =
+        (0..p.cout / lanes).flat_map(|ob| (0..p.cin).step_by(cb).map(move |c0| (ob, c0, cb.min(p.cin - c0)))).collect();
     let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(chunk))
         .into_par_iter()
         .map(|ch| {
             let (first, imgs) = (ch * chunk, chunk.min(g.n - ch * chunk));
-            // Zero-bordered copies `[channel][image][(h+2)·(w+2)]`.
-            let mut xw = vec![0.0f32; p.cin * imgs * plane + SLACK];
+            // Zero-bordered copies `[channel][image][(h+2)·(w+2)]` (every tap inside them).
+            let mut xw = vec![0.0f32; p.cin * imgs * plane];
             xw.par_chunks_mut(imgs * plane).enumerate().for_each(|(c, run)| {
                 for (i, dst) in run.chunks_exact_mut(plane).enumerate() {
                     let src = &x[((first + i) * p.cin + c) * hw..][..hw];
@@ -176,11 +186,9 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> 
             };
             // SAFETY: every element of every run is written.
             let dyt = unsafe { filled(p.cout * imgs * hw, transpose) };
-            let blocks: Vec<Vec<f32>> = (0..nob * ncb)
-                .into_par_iter()
-                .map(|k| {
-                    let (ob, c0) = (k / ncb, (k % ncb) * cb);
-                    let cn = cb.min(p.cin - c0);
+            let parts: Vec<Vec<f32>> = blocks
+                .par_iter()
+                .map(|&(ob, c0, cn)| {
                     let mut part = vec![0.0f32; cn * lanes * KK];
                     let job = WgradJob { p: &p, imgs, xw: &xw, dyt: &dyt, ob, c0, cn };
                     // SAFETY: `isa` was detected on this processor; the buffers have the plan's sizes.
@@ -190,8 +198,7 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> 
                 .collect();
             // `[block][channel][lane][tap]` → `[o][c][tap]`.
             let mut out = vec![0.0f32; p.cout * p.cin * KK];
-            for (k, part) in blocks.iter().enumerate() {
-                let (ob, c0) = (k / ncb, (k % ncb) * cb);
+            for (&(ob, c0, _), part) in blocks.iter().zip(&parts) {
                 for (jl, taps) in part.chunks_exact(KK).enumerate() {
                     let (j, l) = (jl / lanes, jl % lanes);
                     out[((ob * lanes + l) * p.cin + c0 + j) * KK..][..KK].copy_from_slice(taps);

@@ -130,8 +130,7 @@ pub(crate) struct WgradJob<'a> {
 #[inline(always)]
 pub(crate) unsafe fn wgrad_block<V: Lanes, const CB: usize>(job: &WgradJob, c0: usize, part: &mut [f32]) {
     let WgradJob { p, imgs, xw, dyt, ob, .. } = *job;
-    let (pitch, hw) = (p.w + 2, p.pixels());
-    let plane = (p.h + 2) * pitch;
+    let (pitch, plane, hw) = (p.bordered_pitch(), p.bordered_plane(), p.pixels());
     let rows: [[*const f32; K]; CB] =
         std::array::from_fn(|j| std::array::from_fn(|ky| xw.as_ptr().add((c0 + j) * imgs * plane + ky * pitch)));
     let mut d = dyt[ob * imgs * hw * V::N..].as_ptr();

@@ -2,8 +2,8 @@
 //! to the kernel. A training step allocates and frees the same large buffers (activations,
 //! gradients, copies) every step; by default glibc serves blocks over its (adaptive) threshold
 //! with `mmap` and trims the heap top, so every step faulted in and zeroed fresh pages (8 % of a
-//! CIFAR ResNet-18 width-32 step in page faults). With these settings that step took 3 % less
-//! time (BENCHMARKS.md). Other platforms and allocators: nothing to do.
+//! CIFAR ResNet-18 width-32 step in page faults). With these settings that step took 3–8 % less
+//! time (BENCHMARKS.md, fifth session). Other platforms and allocators: nothing to do.
 
 /// `mmap` only above 32 MB (glibc's largest threshold), never trim the heap below 1 GB of free
 /// space, and grow it 256 MB at a time. Called once at the start of the `byol` binary.
