@@ -7,7 +7,14 @@
 //! [`wgrad_block`].
 
 use crate::direct_conv::{Plan, K, KK, OB};
-use crate::simd::Lanes;
+use crate::simd::{prefetch, Lanes};
+
+/// Input channels ahead that the forward tile prefetches…
+const PREFETCH: usize = 2;
+/// … when it has at least this many input channels.
+const PREFETCH_CIN: usize = 32;
+/// Pixels ahead whose output-gradient vector the weight gradient prefetches.
+const WGRAD_PREFETCH: usize = 8;
 
 /// Per vector of a map (`q = 0 .. ⌈h·w / N⌉`): the masks of the taps `kx = 0` and `kx = 2`,
 /// and of the lanes inside the map.
@@ -83,6 +90,14 @@ unsafe fn tile<V: Lanes, const NV: usize>(p: &Plan, xp: *const f32, wb: *const f
     let mut acc = [[V::zero(); NV]; OB];
     for c in 0..p.cin {
         let wc = wb.add(c * KK * OB);
+        let ahead = xp.wrapping_add((c + PREFETCH) * plane);
+        for ky in 0..K * (p.cin >= PREFETCH_CIN) as usize {
+            let row = ahead.wrapping_add(ky * p.w);
+            for spot in &s {
+                prefetch(row.wrapping_add(spot.x));
+            }
+            prefetch(row.wrapping_add(s[NV - 1].x + V::N + 1));
+        }
         for ky in 0..K {
             let row = xp.add(c * plane + ky * p.w);
             let taps: [[V; NV]; K] = [
@@ -139,6 +154,7 @@ pub(crate) unsafe fn wgrad_block<V: Lanes, const CB: usize>(job: &WgradJob, c0: 
     // accumulators in memory); `off` is the pixel's top-left tap in its channel's copies.
     let (mut off, mut x, mut y) = (0usize, 0usize, 0usize);
     for _ in 0..imgs * hw {
+        prefetch(d.wrapping_add(WGRAD_PREFETCH * V::N));
         let dv = V::load(d);
         for (j, aj) in acc.iter_mut().enumerate() {
             for ky in 0..K {

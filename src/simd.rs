@@ -88,6 +88,19 @@ pub(crate) trait Lanes: Copy {
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::{V16, V8};
 
+/// Asks the processor to bring the cache line holding `p` into L1 (a hint: never faults, so `p`
+/// may point anywhere).
+#[inline(always)]
+pub(crate) fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, whatever the address (SSE is part of x86-64).
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::Lanes;
