@@ -46,6 +46,8 @@ const SLACK: usize = 16;
 const WGRAD_CHUNK: usize = 8;
 /// … and pixels per partial sum at least (small maps: enough work per block).
 const WGRAD_PIXELS: usize = 1024;
+/// Blocks of input channels per weight-gradient task (they share each pass's output gradients).
+const WGRAD_TASK_BLOCKS: usize = 8;
 
 /// Whether the direct kernels compute this convolution on this machine (3×3, stride 1,
 /// padding 1, output channels a multiple of 8, and the map fills at least half of its vectors:
@@ -149,24 +151,40 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> 
     let (hw, lanes) = (p.pixels(), isa.lanes());
     let chunk = WGRAD_CHUNK.max(WGRAD_PIXELS.div_ceil(hw)).min(g.n);
     let (pitch, plane) = (p.bordered_pitch(), p.bordered_plane());
-    // (output-channel vector, first input channel, input channels) of each block.
+    // (output-channel vector, first input channel, input channels) of each task: blocks of 3
+    // input channels with AVX-512 (one with AVX2), up to `WGRAD_TASK_BLOCKS` of them per task.
     let cb = if isa == Isa::Avx512 { 3 } else { 1 };
-    let blocks: Vec<(usize, usize, usize)> =
-        (0..p.cout / lanes).flat_map(|ob| (0..p.cin).step_by(cb).map(move |c0| (ob, c0, cb.min(p.cin - c0)))).collect();
+    let span = cb * WGRAD_TASK_BLOCKS;
+    let blocks: Vec<(usize, usize, usize)> = (0..p.cout / lanes)
+        .flat_map(|ob| (0..p.cin).step_by(span).map(move |c0| (ob, c0, span.min(p.cin - c0))))
+        .collect();
     let partials: Vec<Vec<f32>> = (0..g.n.div_ceil(chunk))
         .into_par_iter()
         .map(|ch| {
             let (first, imgs) = (ch * chunk, chunk.min(g.n - ch * chunk));
-            // Zero-bordered copies `[channel][image][(h+2)·(w+2)]` (every tap inside them).
-            let mut xw = vec![0.0f32; p.cin * imgs * plane];
-            xw.par_chunks_mut(imgs * plane).enumerate().for_each(|(c, run)| {
-                for (i, dst) in run.chunks_exact_mut(plane).enumerate() {
-                    let src = &x[((first + i) * p.cin + c) * hw..][..hw];
-                    for (row, s) in dst[pitch + 1..].chunks_mut(pitch).zip(src.chunks_exact(p.w)) {
-                        row[..p.w].copy_from_slice(s);
+            // Zero-bordered copies `[channel][image][(h+2)·(w+2)]` (every tap inside them),
+            // written once (borders and map) rather than zeroed and then copied into.
+            let border = |xw: &mut [MaybeUninit<f32>]| {
+                xw.par_chunks_mut(imgs * plane).enumerate().for_each(|(c, run)| {
+                    for (i, dst) in run.chunks_exact_mut(plane).enumerate() {
+                        let src = &x[((first + i) * p.cin + c) * hw..][..hw];
+                        let (top, rest) = dst.split_at_mut(pitch);
+                        let (map, bottom) = rest.split_at_mut(p.h * pitch);
+                        for v in top.iter_mut().chain(bottom.iter_mut()) {
+                            v.write(0.0);
+                        }
+                        for (row, s) in map.chunks_exact_mut(pitch).zip(src.chunks_exact(p.w)) {
+                            row[0].write(0.0);
+                            row[pitch - 1].write(0.0);
+                            for (d, v) in row[1..pitch - 1].iter_mut().zip(s) {
+                                d.write(*v);
+                            }
+                        }
                     }
-                }
-            });
+                });
+            };
+            // SAFETY: every element of every plane is written (border rows, border columns, map).
+            let xw = unsafe { filled(p.cin * imgs * plane, border) };
             // Output gradients with the channels innermost: `[cout/N][image][h·w][N]`.
             let transpose = |t: &mut [MaybeUninit<f32>]| {
                 t.par_chunks_mut(imgs * hw * lanes).enumerate().for_each(|(ob, run)| {
@@ -189,19 +207,21 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> 
             let parts: Vec<Vec<f32>> = blocks
                 .par_iter()
                 .map(|&(ob, c0, cn)| {
-                    let mut part = vec![0.0f32; cn * lanes * KK];
+                    let mut part = vec![0.0f32; cn * KK * lanes];
                     let job = WgradJob { p: &p, imgs, xw: &xw, dyt: &dyt, ob, c0, cn };
                     // SAFETY: `isa` was detected on this processor; the buffers have the plan's sizes.
                     unsafe { wgrad_isa(isa, &job, &mut part) };
                     part
                 })
                 .collect();
-            // `[block][channel][lane][tap]` → `[o][c][tap]`.
+            // `[task][channel][tap][lane]` → `[o][c][tap]`.
             let mut out = vec![0.0f32; p.cout * p.cin * KK];
             for (&(ob, c0, _), part) in blocks.iter().zip(&parts) {
-                for (jl, taps) in part.chunks_exact(KK).enumerate() {
-                    let (j, l) = (jl / lanes, jl % lanes);
-                    out[((ob * lanes + l) * p.cin + c0 + j) * KK..][..KK].copy_from_slice(taps);
+                for (jt, lanes_of) in part.chunks_exact(lanes).enumerate() {
+                    let (j, t) = (jt / KK, jt % KK);
+                    for (l, &v) in lanes_of.iter().enumerate() {
+                        out[((ob * lanes + l) * p.cin + c0 + j) * KK + t] = v;
+                    }
                 }
             }
             out

@@ -136,27 +136,57 @@ pub(crate) struct WgradJob<'a> {
     pub(crate) cn: usize,
 }
 
-/// The weight gradient of one block — output channels `N·ob .. N·ob + N` (the lanes) × input
-/// channels `c0 .. c0 + CB` — over a chunk of images: `part [CB][N][9]`. Inputs: zero-bordered
-/// copies `xw [cin][imgs][(h+2)·(w+2)]` (so every tap of every pixel is in the copy, no masks)
-/// and the output gradients transposed to `dyt [cout/N][imgs][h·w][N]`. Per pixel: one vector
-/// of `N` output-channel gradients, and for each of the `9·CB` taps one input value broadcast
-/// (folded into the multiply-add): `9·CB` accumulators over all pixels, no lane sums.
+/// Pixels per pass of a task over its input channels: the output gradients of a pass (`N`
+/// values per pixel, 16 KB with AVX-512) stay in L1 while every input channel reads them.
+const WGRAD_PASS: usize = 256;
+
+/// A task ([`WgradJob`]): its input channels in blocks of `CB` (then one at a time), pass by
+/// pass over [`WGRAD_PASS`] pixels, the accumulators kept in `part [cn][9][N]` between passes.
+/// Each accumulator sees the pixels in order, so the result does not depend on the pass length.
 #[inline(always)]
-pub(crate) unsafe fn wgrad_block<V: Lanes, const CB: usize>(job: &WgradJob, c0: usize, part: &mut [f32]) {
+pub(crate) unsafe fn wgrad_task<V: Lanes, const CB: usize>(job: &WgradJob, part: &mut [f32]) {
+    let total = job.imgs * job.p.pixels();
+    let whole = job.cn / CB * CB;
+    for q0 in (0..total).step_by(WGRAD_PASS) {
+        let q1 = total.min(q0 + WGRAD_PASS);
+        for c in (0..whole).step_by(CB) {
+            wgrad_block::<V, CB>(job, job.c0 + c, q0..q1, &mut part[c * KK * V::N..]);
+        }
+        for c in whole..job.cn {
+            wgrad_block::<V, 1>(job, job.c0 + c, q0..q1, &mut part[c * KK * V::N..]);
+        }
+    }
+}
+
+/// The weight gradient of one block — output channels `N·ob .. N·ob + N` (the lanes) × input
+/// channels `c0 .. c0 + CB` — over the pixels `q` of a chunk of images, added to `acc [CB][9][N]`.
+/// Inputs: zero-bordered copies `xw [cin][imgs][(h+2)·(w+2)]` (so every tap of every pixel is
+/// in the copy, no masks) and the output gradients transposed to `dyt [cout/N][imgs][h·w][N]`.
+/// Per pixel: one vector of `N` output-channel gradients, and for each of the `9·CB` taps one
+/// input value broadcast (folded into the multiply-add): `9·CB` accumulators, no lane sums.
+#[inline(always)]
+unsafe fn wgrad_block<V: Lanes, const CB: usize>(
+    job: &WgradJob,
+    c0: usize,
+    q: std::ops::Range<usize>,
+    acc: &mut [f32],
+) {
     let WgradJob { p, imgs, xw, dyt, ob, .. } = *job;
     let (pitch, plane, hw) = (p.bordered_pitch(), p.bordered_plane(), p.pixels());
     let rows: [[*const f32; K]; CB] =
         std::array::from_fn(|j| std::array::from_fn(|ky| xw.as_ptr().add((c0 + j) * imgs * plane + ky * pitch)));
-    let mut d = dyt[ob * imgs * hw * V::N..].as_ptr();
-    let mut acc = [[V::zero(); KK]; CB];
-    // One flat loop over the pixels of every image (nested loops made the compiler keep the
-    // accumulators in memory); `off` is the pixel's top-left tap in its channel's copies.
-    let (mut off, mut x, mut y) = (0usize, 0usize, 0usize);
-    for _ in 0..imgs * hw {
+    let mut d = dyt[(ob * imgs * hw + q.start) * V::N..].as_ptr();
+    let mem = acc.as_mut_ptr();
+    let mut a: [[V; KK]; CB] = std::array::from_fn(|j| std::array::from_fn(|t| V::load(mem.add((j * KK + t) * V::N))));
+    // One flat loop over the pixels (nested loops made the compiler keep the accumulators in
+    // memory); `off` is the pixel's top-left tap in its channel's copies.
+    let (img, rem) = (q.start / hw, q.start % hw);
+    let (mut y, mut x) = (rem / p.w, rem % p.w);
+    let mut off = img * plane + y * pitch + x;
+    for _ in q {
         prefetch(d.wrapping_add(WGRAD_PREFETCH * V::N));
         let dv = V::load(d);
-        for (j, aj) in acc.iter_mut().enumerate() {
+        for (j, aj) in a.iter_mut().enumerate() {
             for ky in 0..K {
                 let r = rows[j][ky].add(off);
                 for kx in 0..K {
@@ -172,13 +202,9 @@ pub(crate) unsafe fn wgrad_block<V: Lanes, const CB: usize>(job: &WgradJob, c0: 
             }
         }
     }
-    let mut lanes = [0.0f32; 16];
-    for (j, aj) in acc.iter().enumerate() {
+    for (j, aj) in a.iter().enumerate() {
         for (t, v) in aj.iter().enumerate() {
-            v.store(lanes.as_mut_ptr());
-            for (l, &s) in lanes[..V::N].iter().enumerate() {
-                part[(j * V::N + l) * KK + t] = s;
-            }
+            v.store(mem.add((j * KK + t) * V::N));
         }
     }
 }
@@ -187,7 +213,7 @@ pub(crate) unsafe fn wgrad_block<V: Lanes, const CB: usize>(job: &WgradJob, c0: 
 /// them the compiler cannot zero registers 16–31 and spilled accumulators.
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
-    use super::{conv_group, wgrad_block, Plan, WgradJob, KK};
+    use super::{conv_group, wgrad_task, Plan, WgradJob};
     use crate::simd::{V16, V8};
 
     #[target_feature(enable = "avx512f,avx512vl,avx512dq")]
@@ -198,21 +224,12 @@ pub(crate) mod x86 {
     pub(crate) unsafe fn conv_group_256(p: &Plan, imgs: usize, xp: &[f32], wk: &[f32], y: *mut f32) {
         conv_group::<V8, 1>(p, imgs, xp, wk, y)
     }
-    /// Input channels `c0 .. c0 + cn` (`cn` ≤ 3) in one block of three or one at a time.
     #[target_feature(enable = "avx512f,avx512vl,avx512dq")]
     pub(crate) unsafe fn wgrad_512(job: &WgradJob, part: &mut [f32]) {
-        if job.cn == 3 {
-            wgrad_block::<V16, 3>(job, job.c0, part);
-        } else {
-            for j in 0..job.cn {
-                wgrad_block::<V16, 1>(job, job.c0 + j, &mut part[j * 16 * KK..]);
-            }
-        }
+        wgrad_task::<V16, 3>(job, part)
     }
     #[target_feature(enable = "avx2,fma")]
     pub(crate) unsafe fn wgrad_256(job: &WgradJob, part: &mut [f32]) {
-        for j in 0..job.cn {
-            wgrad_block::<V8, 1>(job, job.c0 + j, &mut part[j * 8 * KK..]);
-        }
+        wgrad_task::<V8, 1>(job, part)
     }
 }
