@@ -63,4 +63,5 @@ pub mod softmax;
 pub mod subset;
 pub mod sync_bn;
 pub mod unfold;
+pub mod update_op;
 pub mod wide_unfold;
