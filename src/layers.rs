@@ -81,7 +81,7 @@ pub fn conv(ps: &ParamSet, name: &str, x: Tensor<4>, stride: usize, padding: usi
 /// Linear layer `x·Wᵀ + b` with the PyTorch weight layout `[out, in]`.
 pub fn linear(ps: &ParamSet, name: &str, x: Tensor<2>) -> Tensor<2> {
     let w = ps.tensor::<2>(&format!("{name}.weight"));
-    let y = x.matmul(w.transpose());
+    let y = crate::linear_op::linear(x, w);
     let bias = format!("{name}.bias");
     if ps.contains(&bias) {
         y + ps.tensor::<1>(&bias).unsqueeze::<2>()

@@ -37,6 +37,7 @@ pub mod label_subset;
 pub mod lars;
 pub mod layers;
 pub mod linear_augmented;
+pub mod linear_op;
 pub mod linear_probe;
 pub mod loader;
 pub mod logreg;
