@@ -31,7 +31,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::conv::ConvGeom;
-use crate::cpu_ops::filled;
+use crate::cpu_ops::{filled, TASK_ELEMENTS};
 use crate::direct_kernels::{self, WgradJob};
 use crate::simd::{self, Isa};
 
@@ -115,16 +115,19 @@ fn pad_images(p: &Plan, x: &[f32], xp: &mut Vec<f32>) {
 
 /// Weights `[cout/8][cin][9][8]` from `at(o, c, tap)`: the 8 weights a tile broadcasts in turn
 /// lie side by side.
-fn pack(cout: usize, cin: usize, at: impl Fn(usize, usize, usize) -> f32) -> Vec<f32> {
-    let mut out = Vec::with_capacity(cout * cin * KK);
-    for ob in 0..cout / OB {
-        for c in 0..cin {
-            for t in 0..KK {
-                out.extend((0..OB).map(|j| at(ob * OB + j, c, t)));
+/// Blocks of output channels in parallel (a 512 × 512 weight is 9 MB).
+fn pack(cout: usize, cin: usize, at: impl Fn(usize, usize, usize) -> f32 + Sync) -> Vec<f32> {
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(cin * KK * OB).enumerate().for_each(|(ob, block)| {
+            for (ct, taps) in block.chunks_exact_mut(OB).enumerate() {
+                for (j, v) in taps.iter_mut().enumerate() {
+                    v.write(at(ob * OB + j, ct / KK, ct % KK));
+                }
             }
-        }
-    }
-    out
+        });
+    };
+    // SAFETY: every block is written in full.
+    unsafe { filled(cout * cin * KK, fill) }
 }
 
 /// Forward: `y [n, o, h, w] = x ⊛ weight`, or `None` where [`applies`] says no.
@@ -214,24 +217,36 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> 
                     part
                 })
                 .collect();
-            // `[task][channel][tap][lane]` → `[o][c][tap]`.
-            let mut out = vec![0.0f32; p.cout * p.cin * KK];
-            for (&(ob, c0, _), part) in blocks.iter().zip(&parts) {
-                for (jt, lanes_of) in part.chunks_exact(lanes).enumerate() {
-                    let (j, t) = (jt / KK, jt % KK);
-                    for (l, &v) in lanes_of.iter().enumerate() {
-                        out[((ob * lanes + l) * p.cin + c0 + j) * KK + t] = v;
+            // `[task][channel][tap][lane]` → `[o][c][tap]`, output channels in parallel (the
+            // tasks of an output-channel vector are consecutive and cover every input channel).
+            let per_ob = p.cin.div_ceil(span);
+            let gather = |out: &mut [MaybeUninit<f32>]| {
+                out.par_chunks_mut(p.cin * KK).enumerate().for_each(|(o, row)| {
+                    let (ob, l) = (o / lanes, o % lanes);
+                    let tasks = blocks[ob * per_ob..][..per_ob].iter().zip(&parts[ob * per_ob..]);
+                    for (&(_, c0, cn), part) in tasks {
+                        for (jt, v) in row[c0 * KK..][..cn * KK].iter_mut().enumerate() {
+                            v.write(part[jt * lanes + l]);
+                        }
                     }
-                }
-            }
-            out
+                });
+            };
+            // SAFETY: every row gets all of its input channels' taps.
+            unsafe { filled(p.cout * p.cin * KK, gather) }
         })
         .collect();
-    let mut sum = vec![0.0f32; g.o * g.c * KK];
-    for part in &partials {
-        for (s, v) in sum.iter_mut().zip(part) {
-            *s += *v;
-        }
+    // The chunks' partial sums, added in chunk order (in parallel over the elements).
+    let mut partials = partials.into_iter();
+    let mut sum = partials.next()?;
+    let rest: Vec<Vec<f32>> = partials.collect();
+    if !rest.is_empty() {
+        sum.par_chunks_mut(TASK_ELEMENTS).enumerate().for_each(|(i, s)| {
+            for part in &rest {
+                for (a, b) in s.iter_mut().zip(&part[i * TASK_ELEMENTS..]) {
+                    *a += *b;
+                }
+            }
+        });
     }
     Some(sum)
 }
