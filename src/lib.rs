@@ -56,6 +56,7 @@ pub mod probe;
 pub mod progress;
 pub mod replicas;
 pub mod report;
+pub mod residual_op;
 pub mod resnet;
 pub mod schedule;
 pub mod scores;

@@ -7,7 +7,6 @@
 //! max-pool. The output is the global-average-pooled representation y.
 
 use anyhow::{bail, Result};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -15,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::conv::ConvGeom;
 use crate::layers::{add_bn, add_conv, bn, bn_relu, conv};
 use crate::params::ParamSet;
+use crate::residual_op::add_relu;
 
 /// Residual block type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,7 +194,7 @@ pub fn forward(cfg: &ResNetConfig, ps: &mut ParamSet, prefix: &str, x: Tensor<4>
                     bn(ps, &format!("{name}.bn3"), y, train)
                 }
             };
-            x = relu(y + identity);
+            x = add_relu(y, identity);
         }
     }
     let [n, c, _, _] = x.dims();
