@@ -6,7 +6,7 @@
 # Cases (issue "[5 of 6]"): ResNet-18 CIFAR stem, widths 16/32/64 × batch 64/256 at 32 px;
 # ResNet-50 ImageNet stem, batch 32 at 128 px; the fashion-mnist preset's shape.
 # Usage: BYOL=target/debug/byol PYTHON=python3 bash scripts/bench-vs-pytorch.sh [--quick]
-#   --quick  only widths 16/32 at batch 64 and the preset shape
+#   --quick  only batch 64 (widths 16/32/64) and the preset shape
 # Env: BYOL (default target/debug/byol), PYTHON (default python3), ROUNDS (default 1),
 #      THREADS (default 2), BASELINE (optional: an older byol binary, run before BYOL in every
 #      case, for before/after ratios measured side by side).
@@ -23,7 +23,7 @@ THREADS=${THREADS:-2}
 COMMON="--steps 3 --warmup 1 --threads $THREADS"
 CASES=()
 if [ "${1:-}" = "--quick" ]; then
-  for w in 16 32; do
+  for w in 16 32 64; do
     CASES+=("--stem cifar --width $w --batch 64 --image-size 32 --in-channels 3")
   done
 else

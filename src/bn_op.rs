@@ -77,8 +77,9 @@ fn vector(v: Vec<f32>) -> FlexTensor {
 
 /// Σ f(a[k], b[k]) over two rows of equal length in float64: short rows in order, longer ones
 /// over 8 interleaved lanes (a fixed order), then the lanes in order. Walks the rows in chunks of
-/// 8, so there are no bounds checks and the compiler vectorises the lanes.
-fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
+/// 8, so there are no bounds checks and the compiler vectorises the lanes. (Also LARS's norms,
+/// [`crate::update_op`].)
+pub(crate) fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
     debug_assert_eq!(a.len(), b.len());
     if a.len() < 16 {
         return a.iter().zip(b).map(|(x, y)| f(*x, *y)).sum();

@@ -19,6 +19,7 @@ use burn::backend::{backend_extension, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::bn_op::lane_sum;
 use crate::cpu_ops::{filled, values, TASK_ELEMENTS};
 
 /// LARS hyper-parameters of one update (see [`crate::lars::Lars`]).
@@ -60,24 +61,8 @@ pub trait UpdateBackend: burn::backend::Backend {
 /// `Σ f(a[k], b[k])` in float64 over fixed chunks in parallel, the chunks' sums added in order.
 fn sum_pairs(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64 + Sync) -> f64 {
     let chunks = a.par_chunks(TASK_ELEMENTS).zip(b.par_chunks(TASK_ELEMENTS));
-    let parts: Vec<f64> = chunks.map(|(x, y)| pair_sum(x, y, &f)).collect();
+    let parts: Vec<f64> = chunks.map(|(x, y)| lane_sum(x, y, &f)).collect();
     parts.iter().sum()
-}
-
-/// `Σ f(a[k], b[k])` over 8 interleaved float64 lanes (so the compiler vectorises it).
-fn pair_sum(a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> f64) -> f64 {
-    let mut lanes = [0f64; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (xa, xb) in ca.zip(cb) {
-        for j in 0..8 {
-            lanes[j] += f(xa[j], xb[j]);
-        }
-    }
-    for (l, (x, y)) in lanes.iter_mut().zip(ra.iter().zip(rb)) {
-        *l += f(*x, *y);
-    }
-    lanes.iter().sum()
 }
 
 fn tensor(v: Vec<f32>, like: &FlexTensor) -> FlexTensor {
