@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
+use crate::cpu_ops::zeros;
 use crate::dense::{gemm_into, MatRef};
 use crate::direct_conv;
 use crate::unfold::Unfold;
@@ -137,7 +138,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let unfold = Unfold::new(g, gs);
     let wide = wide_way(g);
     let (kk, p) = (unfold.rows(g), g.pixels());
-    let mut y = vec![0.0f32; g.n * g.out_len()];
+    let mut y = zeros(g.n * g.out_len());
     if y.is_empty() {
         return y;
     }
@@ -215,7 +216,7 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Vec<f32> {
     let unfold = Unfold::new(g, gs);
     let wide = wide_way(g);
     let (kk, p) = (unfold.rows(g), g.pixels());
-    let mut dx = vec![0.0f32; g.n * g.in_len()];
+    let mut dx = zeros(g.n * g.in_len());
     if dx.is_empty() {
         return dx;
     }

@@ -71,3 +71,14 @@ pub(crate) unsafe fn filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>
     unsafe { v.set_len(len) };
     v
 }
+
+/// `len` zeros, written by every thread in parallel chunks (a `vec![0.0; len]` of a large
+/// output zeroes — and first touches — all of it on the calling thread).
+pub(crate) fn zeros(len: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(TASK_ELEMENTS).for_each(|c| c.fill(MaybeUninit::new(0.0)));
+    };
+    // SAFETY: every chunk is written in full.
+    unsafe { filled(len, fill) }
+}

@@ -19,7 +19,7 @@ use burn::backend::{backend_extension, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{DType, Tensor, TensorData};
 use gemm::Parallelism;
 
-use crate::cpu_ops::{on_flex_f32, values};
+use crate::cpu_ops::{on_flex_f32, values, zeros};
 use crate::dense::{gemm_into, MatRef};
 
 /// `x [m, k] · wᵀ` for `w [n, k]`, and its gradients.
@@ -48,7 +48,7 @@ fn dims2(t: &impl TensorMetadata) -> [usize; 2] {
 
 /// `a · b` into a new `[a.rows, b.cols]` tensor, over every thread.
 fn product(a: MatRef<'_>, b: MatRef<'_>) -> FlexTensor {
-    let mut out = vec![0f32; a.rows * b.cols];
+    let mut out = zeros(a.rows * b.cols);
     gemm_into(&mut out, false, a, b, Parallelism::Rayon(0));
     FlexTensor::from_data(TensorData::new(out, [a.rows, b.cols]))
 }
