@@ -19,7 +19,11 @@
 //!   are `N` output channels (the output gradients transposed to channels-innermost), each
 //!   input value is broadcast, and a block of 3 input channels × 9 taps keeps 27 accumulators
 //!   over every pixel of a fixed chunk of images (zero-bordered copies: no masks, no sums
-//!   across lanes); the chunks' partial sums are added in order. (Pixels in the lanes, as in
+//!   across lanes), a task's blocks taking the pixels in passes of 256 so that a pass's output
+//!   gradients stay in L1; the chunks' partial sums are added in order.
+//!
+//! The kernels prefetch what they read next (the input channel two ahead, the output-gradient
+//! vector eight pixels ahead): they wait on memory more than on their arithmetic. (Pixels in the lanes, as in
 //!   the forward pass, needed 9 unaligned loads per 18 multiply-adds and was half as fast.)
 //!
 //! Every output element is one fixed sequence of operations whatever the thread count, so runs
