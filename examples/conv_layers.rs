@@ -2,13 +2,9 @@
 //! (ImageNet stem, width 16, 28 px, batch 128: the `fashion-mnist` preset), single call each.
 //! `cargo run --example conv_layers [batch] [cifar WIDTH]` (threads: RAYON_NUM_THREADS); with
 //! `cifar WIDTH`, the layers of the CIFAR-stem ResNet-18 of that width at 32 px instead.
-use byol::conv::{self, ConvGeom};
-#[path = "common/timing.rs"]
-mod timing;
-
-fn median(f: impl FnMut()) -> f64 {
-    timing::median_ms(5, f)
-}
+use byol::conv::ConvGeom;
+#[path = "common/conv_passes.rs"]
+mod conv_passes;
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(128);
@@ -50,12 +46,7 @@ fn main() {
     println!("| c | h | o | k | s | × | fwd ms | dx ms | dw ms |");
     for (c, h, o, k, s, p, count) in layers {
         let g = ConvGeom::new([n, c, h, h], [o, c, k, k], s, p).expect("geometry");
-        let x: Vec<f32> = (0..n * c * h * h).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
-        let w: Vec<f32> = (0..o * c * k * k).map(|i| (i % 13) as f32 * 0.01 - 0.06).collect();
-        let dy: Vec<f32> = (0..n * o * g.oh * g.ow).map(|i| (i % 11) as f32 * 0.1 - 0.5).collect();
-        let f = median(|| drop(conv::forward(&g, &x, &w)));
-        let dx = median(|| drop(conv::backward_input(&g, &dy, &w)));
-        let dw = median(|| drop(conv::backward_weight(&g, &x, &dy)));
+        let (f, dx, dw) = conv_passes::conv_passes_ms(&g, 5);
         let m = count as f64;
         (tf, tdx, tdw) = (tf + f * m, tdx + dx * m, tdw + dw * m);
         println!("| {c} | {h} | {o} | {k} | {s} | {count} | {f:.2} | {dx:.2} | {dw:.2} |");

@@ -1,8 +1,8 @@
 //! Times one 3×3 stride-1 convolution geometry (forward, input gradient, weight gradient),
 //! median of `reps` calls: `conv_one BATCH CIN SIZE COUT [REPS]` (threads: RAYON_NUM_THREADS).
-use byol::conv::{self, ConvGeom};
-#[path = "common/timing.rs"]
-mod timing;
+use byol::conv::ConvGeom;
+#[path = "common/conv_passes.rs"]
+mod conv_passes;
 
 fn main() {
     byol::malloc_tuning::keep_freed_memory();
@@ -10,12 +10,7 @@ fn main() {
     let [n, c, h, o] = [0, 1, 2, 3].map(|i| a.get(i).copied().unwrap_or([64, 64, 32, 64][i]));
     let reps = a.get(4).copied().unwrap_or(15);
     let g = ConvGeom::new([n, c, h, h], [o, c, 3, 3], 1, 1).expect("geometry");
-    let x: Vec<f32> = (0..n * c * h * h).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
-    let w: Vec<f32> = (0..o * c * 9).map(|i| (i % 13) as f32 * 0.01 - 0.06).collect();
-    let dy: Vec<f32> = (0..n * o * h * h).map(|i| (i % 11) as f32 * 0.1 - 0.5).collect();
-    let f = timing::median_ms(reps, || drop(conv::forward(&g, &x, &w)));
-    let dx = timing::median_ms(reps, || drop(conv::backward_input(&g, &dy, &w)));
-    let dw = timing::median_ms(reps, || drop(conv::backward_weight(&g, &x, &dy)));
+    let (f, dx, dw) = conv_passes::conv_passes_ms(&g, reps);
     let gf = 2.0 * (n * c * o * 9 * h * h) as f64 / 1e6;
     println!(
         "{n}×{c}×{h}² → {o}: fwd {f:.2} ms ({:.0} GFLOP/s), dx {dx:.2} ({:.0}), dw {dw:.2} ({:.0})",

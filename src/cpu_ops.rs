@@ -82,3 +82,20 @@ pub(crate) fn zeros(len: usize) -> Vec<f32> {
     // SAFETY: every chunk is written in full.
     unsafe { filled(len, fill) }
 }
+
+/// `f(a[k], b[k])` for every element, in parallel chunks (`a` and `b` of one length).
+pub(crate) fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    assert_eq!(a.len(), b.len(), "element-wise operation: lengths differ");
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        let chunks =
+            out.par_chunks_mut(TASK_ELEMENTS).zip(a.par_chunks(TASK_ELEMENTS)).zip(b.par_chunks(TASK_ELEMENTS));
+        chunks.for_each(|((o, a), b)| {
+            for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                o.write(f(*a, *b));
+            }
+        });
+    };
+    // SAFETY: every chunk of the output is written in full.
+    unsafe { filled(a.len(), fill) }
+}

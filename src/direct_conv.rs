@@ -20,11 +20,11 @@
 //!   input value is broadcast, and a block of 3 input channels × 9 taps keeps 27 accumulators
 //!   over every pixel of a fixed chunk of images (zero-bordered copies: no masks, no sums
 //!   across lanes), a task's blocks taking the pixels in passes of 256 so that a pass's output
-//!   gradients stay in L1; the chunks' partial sums are added in order.
+//!   gradients stay in L1; the chunks' partial sums are added in order. (Pixels in the lanes,
+//!   as in the forward pass, needed 9 unaligned loads per 18 multiply-adds and was half as fast.)
 //!
 //! The kernels prefetch what they read next (the input channel two ahead, the output-gradient
-//! vector eight pixels ahead): they wait on memory more than on their arithmetic. (Pixels in the lanes, as in
-//!   the forward pass, needed 9 unaligned loads per 18 multiply-adds and was half as fast.)
+//! vector eight pixels ahead): they wait on memory more than on their arithmetic.
 //!
 //! Every output element is one fixed sequence of operations whatever the thread count, so runs
 //! stay bit-reproducible (on one kind of processor: AVX-512 and AVX2 sum in different lanes).
@@ -150,8 +150,8 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], weight: &[f32]) -> Option<Vec<f3
 
 /// Weight gradient `[o, c, 3, 3]`, or `None` (also when the output channels are not a multiple
 /// of the vector length). The images go in fixed chunks (8, or enough for 1024 pixels); the
-/// blocks of a chunk (a vector of output channels × up to 3 input channels) run in parallel;
-/// the chunks' partial sums are added in order.
+/// tasks of a chunk (a vector of output channels × up to 8 blocks of 3 input channels) run in
+/// parallel; the chunks' partial sums are added in order.
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
     let isa = simd::isa().filter(|&isa| eligible(g, isa) && g.o.is_multiple_of(isa.lanes()))?;
     let p = Plan { cin: g.c, h: g.h, w: g.w, cout: g.o };

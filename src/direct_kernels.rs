@@ -90,13 +90,15 @@ unsafe fn tile<V: Lanes, const NV: usize>(p: &Plan, xp: *const f32, wb: *const f
     let mut acc = [[V::zero(); NV]; OB];
     for c in 0..p.cin {
         let wc = wb.add(c * KK * OB);
-        let ahead = xp.wrapping_add((c + PREFETCH) * plane);
-        for ky in 0..K * (p.cin >= PREFETCH_CIN) as usize {
-            let row = ahead.wrapping_add(ky * p.w);
-            for spot in &s {
-                prefetch(row.wrapping_add(spot.x));
+        if p.cin >= PREFETCH_CIN {
+            let ahead = xp.wrapping_add((c + PREFETCH) * plane);
+            for ky in 0..K {
+                let row = ahead.wrapping_add(ky * p.w);
+                for spot in &s {
+                    prefetch(row.wrapping_add(spot.x));
+                }
+                prefetch(row.wrapping_add(s[NV - 1].x + V::N + 1));
             }
-            prefetch(row.wrapping_add(s[NV - 1].x + V::N + 1));
         }
         for ky in 0..K {
             let row = xp.add(c * plane + ky * p.w);

@@ -9,6 +9,7 @@
 //! and the backward pass one parallel masking whose result is the gradient of both addends.
 //! ReLU's convention is burn's: the gradient is zero where the output is ≤ 0, NaN propagates.
 
+use crate::cpu_ops::{self, on_flex_f32, values};
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -18,9 +19,6 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Dispatch, Flex, TensorMetadata};
 use burn::tensor::activation::relu;
 use burn::tensor::{Tensor, TensorData};
-use rayon::prelude::*;
-
-use crate::cpu_ops::{filled, on_flex_f32, values, TASK_ELEMENTS};
 
 /// `relu(a + b)` and its gradient.
 #[backend_extension(Flex, Autodiff)]
@@ -35,21 +33,10 @@ pub trait ResidualBackend: burn::backend::Backend {
     }
 }
 
-/// `f(a[k], b[k])` for every element, in parallel chunks.
+/// `f(a[k], b[k])` for every element of two tensors of one shape.
 fn zip_map(a: &FlexTensor, b: &FlexTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
     assert_eq!(a.shape(), b.shape(), "residual join: shapes differ");
-    let (av, bv) = (values(a, "residual join"), values(b, "residual join"));
-    let fill = |out: &mut [std::mem::MaybeUninit<f32>]| {
-        let chunks =
-            out.par_chunks_mut(TASK_ELEMENTS).zip(av.par_chunks(TASK_ELEMENTS)).zip(bv.par_chunks(TASK_ELEMENTS));
-        chunks.for_each(|((o, a), b)| {
-            for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
-                o.write(f(*a, *b));
-            }
-        });
-    };
-    // SAFETY: every chunk of the output is written in full.
-    let out = unsafe { filled(av.len(), fill) };
+    let out = cpu_ops::zip_map(&values(a, "residual join"), &values(b, "residual join"), f);
     FlexTensor::from_data(TensorData::new(out, a.shape()))
 }
 

@@ -20,7 +20,7 @@ use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::bn_op::lane_sum;
-use crate::cpu_ops::{filled, values, TASK_ELEMENTS};
+use crate::cpu_ops::{filled, values, zip_map, TASK_ELEMENTS};
 
 /// LARS hyper-parameters of one update (see [`crate::lars::Lars`]).
 #[derive(Clone, Copy, Debug)]
@@ -131,17 +131,7 @@ impl UpdateBackend for Flex {
     fn byol_ema(t: FlexTensor, o: FlexTensor, tau: f32) -> FlexTensor {
         let (tv, ov) = (values(&t, "EMA"), values(&o, "EMA"));
         assert_eq!(tv.len(), ov.len(), "EMA: target and online sizes differ");
-        let fill = |out: &mut [MaybeUninit<f32>]| {
-            let chunks =
-                out.par_chunks_mut(TASK_ELEMENTS).zip(tv.par_chunks(TASK_ELEMENTS)).zip(ov.par_chunks(TASK_ELEMENTS));
-            chunks.for_each(|((out, t), o)| {
-                for ((d, t), o) in out.iter_mut().zip(t).zip(o) {
-                    d.write(t * tau + o * (1.0 - tau));
-                }
-            });
-        };
-        // SAFETY: every chunk of the output is written in full.
-        tensor(unsafe { filled(tv.len(), fill) }, &t)
+        tensor(zip_map(&tv, &ov, |t, o| t * tau + o * (1.0 - tau)), &t)
     }
 }
 
