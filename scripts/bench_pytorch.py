@@ -4,7 +4,8 @@
 One step = online(v1), online(v2) forwarded separately; target(v1), target(v2) under no_grad with
 BatchNorm in train mode; loss = mean(2-2cos(q1, z2')) + mean(2-2cos(q2, z1')); backward; LARS as
 src/lars.rs (wd 1.5e-6, trust 1e-3, momentum 0.9, lr 0.1; biases and BN params excluded from
-wd/trust ratio); EMA target update tau=0.99 on parameters only. Inputs are random normal.
+wd/trust ratio); EMA target update tau=0.99 on parameters only. Inputs are random normal, made on
+--device (cpu, or cuda for the GPU comparison).
 Prints a markdown table with the same columns as `byol bench`.
 
 Needs torch + torchvision (`pip install torch torchvision` in a venv); not part of CI.
@@ -128,7 +129,10 @@ def regression_loss(p, z):
     return (2 - 2 * (F.normalize(p, dim=1) * F.normalize(z, dim=1)).sum(1)).mean()
 
 
-def bench_case(a, width, batch):
+def build_step(a, width, device="cpu"):
+    """Online + target networks, LARS and the EMA on `device`; returns step(v1, v2) -> loss,
+    one full BYOL step (forward both views through both networks, backward, LARS, EMA) that
+    ends with the host holding the loss and a target weight (so the GPU has finished)."""
     torch.manual_seed(0)
     if a.depth == 18:
         enc, d = resnet18(width, a.stem, a.in_channels)
@@ -140,7 +144,7 @@ def bench_case(a, width, batch):
         d = enc.fc.in_features
         enc.fc = nn.Identity()
     online = nn.ModuleDict({"encoder": enc, "projector": mlp(d, a.hidden, a.out),
-                            "predictor": mlp(a.out, a.hidden, a.out)})
+                            "predictor": mlp(a.out, a.hidden, a.out)}).to(device)
     target = nn.ModuleDict({"encoder": copy.deepcopy(online["encoder"]),
                             "projector": copy.deepcopy(online["projector"])})
     online.train()
@@ -149,16 +153,12 @@ def bench_case(a, width, batch):
         p.requires_grad_(False)
     opt = Lars(online.named_parameters())
     pairs = [(tp, dict(online.named_parameters())[n]) for n, tp in target.named_parameters()]
-    shape = (batch, a.in_channels, a.image_size, a.image_size)
 
     def on(x):
         z = online["projector"](online["encoder"](x))
         return z, online["predictor"](z)
 
-    times = []
-    for i in range(a.warmup + a.steps):
-        v1, v2 = torch.randn(shape), torch.randn(shape)
-        t = time.perf_counter()
+    def step(v1, v2):
         for p in online.parameters():
             p.grad = None
         z1, q1 = on(v1)
@@ -166,15 +166,30 @@ def bench_case(a, width, batch):
         with torch.no_grad():
             t1 = target["projector"](target["encoder"](v1))
             t2 = target["projector"](target["encoder"](v2))
-            z_std = F.normalize(z1.detach(), dim=1).std(0).mean().item()  # collapse monitor, as byol
+            _ = F.normalize(z1.detach(), dim=1).std(0).mean().item()  # collapse monitor, as byol
         loss = regression_loss(q1, t2) + regression_loss(q2, t1)
         loss.backward()
-        _ = loss.item()
+        value = loss.item()
         opt.step(a.lr)
         with torch.no_grad():
             for tp, op in pairs:
                 tp.mul_(a.tau).add_(op, alpha=1 - a.tau)
         _ = target["encoder"].conv1.weight[0, 0, 0, 0].item()
+        return value
+
+    return step
+
+
+def bench_case(a, width, batch):
+    step = build_step(a, width, a.device)
+    shape = (batch, a.in_channels, a.image_size, a.image_size)
+    times = []
+    for i in range(a.warmup + a.steps):
+        v1, v2 = torch.randn(shape, device=a.device), torch.randn(shape, device=a.device)
+        if a.device != "cpu":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        step(v1, v2)
         if i >= a.warmup:
             times.append((time.perf_counter() - t) * 1e3)
     s = sorted(times)
@@ -182,24 +197,33 @@ def bench_case(a, width, batch):
     return med, batch / (med / 1e3)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_model_args(ap):
+    """Model and step arguments shared with scripts/bench_pytorch_epoch.py."""
     ap.add_argument("--depth", type=int, default=18, choices=[18, 50, 101])
-    ap.add_argument("--width", default="16,32,64")
-    ap.add_argument("--batch", default="64,256")
     ap.add_argument("--stem", default="cifar", choices=["cifar", "imagenet"])
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--in-channels", type=int, default=3)
     ap.add_argument("--hidden", type=int, default=4096)
     ap.add_argument("--out", type=int, default=256)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--tau", type=float, default=0.99)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_model_args(ap)
+    ap.add_argument("--width", default="16,32,64")
+    ap.add_argument("--batch", default="64,256")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     stem = {"cifar": "Cifar", "imagenet": "Imagenet"}[a.stem]
+    if a.device != "cpu":
+        print(f"# {torch.cuda.get_device_name()}, TF32 convolutions {torch.backends.cudnn.allow_tf32}, "
+              f"TF32 matmul {torch.backends.cuda.matmul.allow_tf32}")
     print(f"| model | batch | image | ms/step (median of {a.steps}) | images/s |")
     print("|---|---|---|---|---|")
     for w in [int(x) for x in a.width.split(",")]:

@@ -186,6 +186,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
         let usable = steps_per_epoch * cfg.optim.accumulate;
         let mut batches = loader.epoch(epoch as u64, start_micro)?.take(usable - start_micro);
         let mut t0 = Instant::now();
+        let (epoch_t0, epoch_step0) = (Instant::now(), step);
         while step < stop_at && step / steps_per_epoch == epoch {
             crate::distributed::inject_fault(step)?;
             let lr = lr_schedule.at(step);
@@ -273,6 +274,10 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
         drop(batches);
         if step.is_multiple_of(steps_per_epoch) {
             let epoch_done = step / steps_per_epoch;
+            if root {
+                let (secs, images) = (epoch_t0.elapsed().as_secs_f64(), (step - epoch_step0) * cfg.optim.batch_size);
+                eprintln!("epoch {epoch_done}: {images} images in {secs:.1} s ({:.0} img/s)", images as f64 / secs);
+            }
             let probe_acc = (probe_seen > 0).then(|| probe_correct as f64 / probe_seen as f64);
             (probe_correct, probe_seen) = (0, 0);
             let last = epoch_done == cfg.optim.epochs;
