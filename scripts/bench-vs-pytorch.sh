@@ -5,9 +5,9 @@
 #
 # Cases (issue "[5 of 6]"): ResNet-18 CIFAR stem, widths 16/32/64 × batch 64/256 at 32 px;
 # ResNet-50 ImageNet stem, batch 32 at 128 px; the fashion-mnist preset's shape.
-# Usage: BYOL=target/debug/byol PYTHON=python3 bash scripts/bench-vs-pytorch.sh [--quick]
+# Usage: BYOL=target/release/byol PYTHON=python3 bash scripts/bench-vs-pytorch.sh [--quick]
 #   --quick  only batch 64 (widths 16/32/64) and the preset shape
-# Env: BYOL (default target/debug/byol), PYTHON (default python3), ROUNDS (default 1),
+# Env: BYOL (default target/release/byol), PYTHON (default python3), ROUNDS (default 1),
 #      THREADS (default 2), BASELINE (optional: an older byol binary, run before BYOL in every
 #      case, for before/after ratios measured side by side).
 # PyTorch is not part of CI; install it in a venv:
@@ -15,7 +15,7 @@
 #   PYTHON=/tmp/tvenv/bin/python bash scripts/bench-vs-pytorch.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BYOL=${BYOL:-target/debug/byol}
+BYOL=${BYOL:-target/release/byol}
 PYTHON=${PYTHON:-python3}
 ROUNDS=${ROUNDS:-1}
 THREADS=${THREADS:-2}

@@ -10,9 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/learning-check.sh RUN_DIR [--set key=value ...]}
 shift
-cargo build
+cargo build --release
 start=$(date +%s)
-target/debug/byol pretrain --preset fashion-mnist --out "$out" "$@"
+target/release/byol pretrain --preset fashion-mnist --out "$out" "$@"
 echo "wall time: $(( $(date +%s) - start )) s"
 echo "| epoch | step | kNN top-1 | kNN top-5 |"
 echo "|---|---|---|---|"
