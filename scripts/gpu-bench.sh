@@ -10,7 +10,7 @@
 #      machine has no internet). Online probe and kNN monitor off on our side: the reference
 #      has neither.
 # Usage: BYOL=path/to/byol-built-with-vulkan bash scripts/gpu-bench.sh [OUT_DIR]
-# Env: BYOL, PYTHON (default python3), ROUNDS (default 2), DATA (synthetic CIFAR-10 folder),
+# Env: BYOL, PYTHON (default python3), ROUNDS (default 1), DATA (synthetic CIFAR-10 folder),
 #      STEP_TIMEOUT / EPOCH_TIMEOUT (seconds per command; a timed-out command is reported, the
 #      script goes on), DEVICE (our epoch's run.device, default vulkan), EPOCH_EXTRA (more
 #      `--set` overrides for our epoch, e.g. `--set run.stop_after=24` to time part of it).
@@ -18,14 +18,14 @@
 # On the lent device machine: carry this build (gzip it under 64 MiB) and the Vulkan loader
 # (.gl/*.deb, unpacked with dpkg -x), and export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/
 # icd.d/nvidia_icd.json XDG_RUNTIME_DIR=/tmp. At ~3 s per step (BENCHMARKS.md, 2026-11-28) the
-# whole script needs more than the 15 minutes a session is lent; ROUNDS=1 and EPOCH_EXTRA
+# whole script may not fit the 15 minutes a session is lent; ROUNDS=1 (default) and EPOCH_EXTRA
 # with run.stop_after keep it to a few minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BYOL=${BYOL:-target/release/byol}
 PYTHON=${PYTHON:-python3}
 OUT=${1:-/tmp/gpu-bench}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-1}
 DATA=${DATA:-/tmp/cifar10-synthetic}
 STEP_TIMEOUT=${STEP_TIMEOUT:-150}
 EPOCH_TIMEOUT=${EPOCH_TIMEOUT:-240}
