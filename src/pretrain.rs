@@ -186,7 +186,7 @@ pub fn pretrain(cfg: &PretrainConfig, resume: bool) -> Result<PretrainOutcome> {
         let usable = steps_per_epoch * cfg.optim.accumulate;
         let mut batches = loader.epoch(epoch as u64, start_micro)?.take(usable - start_micro);
         let mut t0 = Instant::now();
-        let (epoch_t0, epoch_step0) = (Instant::now(), step);
+        let (epoch_t0, epoch_step0) = (t0, step);
         while step < stop_at && step / steps_per_epoch == epoch {
             crate::distributed::inject_fault(step)?;
             let lr = lr_schedule.at(step);
