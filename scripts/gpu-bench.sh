@@ -14,6 +14,8 @@
 #      STEP_TIMEOUT / EPOCH_TIMEOUT (seconds per command; a timed-out command is reported, the
 #      script goes on), DEVICE (our epoch's run.device, default vulkan), EPOCH_EXTRA (more
 #      `--set` overrides for our epoch, e.g. `--set run.stop_after=24` to time part of it).
+#      PROFILE=1 first runs one short w64 batch-256 bench with cubecl's kernel profiling and
+#      autotune logs (OUT_DIR/profile/kernels.log, autotune.log): time per GPU kernel.
 #      nvidia-smi's utilisation is logged every 2 s to OUT_DIR/smi.csv.
 # On the lent device machine: carry this build (gzip it under 64 MiB) and the Vulkan loader
 # (.gl/*.deb, unpacked with dpkg -x), and export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/
@@ -70,6 +72,17 @@ steps() { # round cases
   run "pytorch r$1" "$STEP_TIMEOUT" "$PYTHON" scripts/bench_pytorch.py $2 --device cuda
 }
 
+if [ "${PROFILE:-0}" = 1 ]; then
+  # cubecl reads cubecl.toml from the working directory: kernel times (profiling "basic") and the
+  # kernels autotune picks, logged to files there.
+  mkdir -p "$OUT/profile"
+  printf '[profiling.logger]\nlevel = "basic"\nfile = "kernels.log"\n[autotune.logger]\nlevel = "minimal"\nfile = "autotune.log"\n' \
+    >"$OUT/profile/cubecl.toml"
+  BYOL_ABS=$(realpath "$BYOL")
+  (cd "$OUT/profile" && run "byol profile" "$STEP_TIMEOUT" "$BYOL_ABS" bench --stem cifar --width 64 --batch 256 \
+    --image-size 32 --in-channels 3 --steps 2 --warmup 3 --device vulkan)
+  wc -l "$OUT"/profile/*.log
+fi
 steps 1 "$CIFAR"
 rm -rf "$OUT/run"
 run "byol epoch" "$EPOCH_TIMEOUT" "$BYOL" pretrain --preset cifar10-resnet18 --out "$OUT/run" \
