@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU side by side (issue "[5 of 6]", item 4): byol's Vulkan build against PyTorch (CUDA) on the
-# same NVIDIA GPU, in one run:
+# same NVIDIA GPU, in one run (after a 3-step loss parity check, CPU vs GPU):
 #   1. the BYOL step on random inputs (`byol bench --device vulkan` vs scripts/bench_pytorch.py
 #      --device cuda), interleaved per round: ResNet-18 CIFAR stem w16/w64 × batch 64/256 at
 #      32 px, ResNet-50 ImageNet stem batch 32 at 128 px;
@@ -14,8 +14,9 @@
 #      STEP_TIMEOUT / EPOCH_TIMEOUT (seconds per command; a timed-out command is reported, the
 #      script goes on), DEVICE (our epoch's run.device, default vulkan), EPOCH_EXTRA (more
 #      `--set` overrides for our epoch, e.g. `--set run.stop_after=24` to time part of it).
-#      PROFILE=1 first runs one short w64 batch-256 bench with cubecl's kernel profiling and
-#      autotune logs (OUT_DIR/profile/kernels.log, autotune.log): time per GPU kernel.
+#      PARTS (default "parity steps epoch r50"; add "profile" for one short w64 batch-256 bench
+#      with cubecl's kernel profiling and autotune logs, OUT_DIR/profile/kernels.log and
+#      autotune.log): the parts to run, so a 15-minute lease can take them in separate calls.
 #      nvidia-smi's utilisation is logged every 2 s to OUT_DIR/smi.csv.
 # On the lent device machine: carry this build (gzip it under 64 MiB) and the Vulkan loader
 # (.gl/*.deb, unpacked with dpkg -x), and export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/
@@ -30,8 +31,11 @@ OUT=${1:-/tmp/gpu-bench}
 ROUNDS=${ROUNDS:-1}
 DATA=${DATA:-/tmp/cifar10-synthetic}
 STEP_TIMEOUT=${STEP_TIMEOUT:-150}
+PARTS=${PARTS:-parity steps epoch r50}
 EPOCH_TIMEOUT=${EPOCH_TIMEOUT:-240}
 mkdir -p "$OUT"
+# Everything printed also goes to OUT_DIR/gpu-bench.log, so a run cut short still leaves its log.
+exec > >(tee -a "$OUT/gpu-bench.log") 2>&1
 
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ)  byol=$BYOL  python=$PYTHON  rounds=$ROUNDS  cpus=$(nproc)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -72,7 +76,19 @@ steps() { # round cases
   run "pytorch r$1" "$STEP_TIMEOUT" "$PYTHON" scripts/bench_pytorch.py $2 --device cuda
 }
 
-if [ "${PROFILE:-0}" = 1 ]; then
+want() { [[ " $PARTS " == *" $1 "* ]]; }
+# Parity first: the same 3 training steps (CIFAR ResNet-18 w16, batch 64, same seed, data and
+# augmentation) on the CPU and on the GPU; their logged losses should agree to float rounding.
+if want parity; then
+  for dev in flex vulkan; do
+    rm -rf "$OUT/parity-$dev"
+    run "parity $dev" "$STEP_TIMEOUT" "$BYOL" pretrain --preset cifar10-resnet18 --out "$OUT/parity-$dev" \
+      --set data.dir="\"$DATA\"" --set data.limit=256 --set optim.batch_size=64 --set model.encoder.width=16 \
+      --set run.stop_after=3 --set run.log_every=1 --set monitor.knn_every=0 --set monitor.online_probe=false \
+      --set run.device="\"$dev\"" 2>&1 | grep -E "^step|^##|^# |error|panicked"
+  done
+fi
+if want profile; then
   # cubecl reads cubecl.toml from the working directory: kernel times (profiling "basic") and the
   # kernels autotune picks, logged to files there.
   mkdir -p "$OUT/profile"
@@ -83,15 +99,18 @@ if [ "${PROFILE:-0}" = 1 ]; then
     --image-size 32 --in-channels 3 --steps 2 --warmup 3 --device vulkan)
   wc -l "$OUT"/profile/*.log
 fi
-steps 1 "$CIFAR"
-rm -rf "$OUT/run"
-run "byol epoch" "$EPOCH_TIMEOUT" "$BYOL" pretrain --preset cifar10-resnet18 --out "$OUT/run" \
-  --set data.dir="\"$DATA\"" --set optim.epochs=1 --set optim.warmup_epochs=0 --set run.device=${DEVICE:-vulkan} \
-  --set monitor.knn_every=0 --set monitor.online_probe=false --set run.log_every=20 ${EPOCH_EXTRA:-}
-run "pytorch epoch" "$EPOCH_TIMEOUT" "$PYTHON" scripts/bench_pytorch_epoch.py --data "$DATA" --device cuda \
-  --width 64 --batch 256 --workers "$(nproc)"
-steps 1 "$R50"
+want steps && steps 1 "$CIFAR"
+if want epoch; then
+  rm -rf "$OUT/run"
+  run "byol epoch" "$EPOCH_TIMEOUT" "$BYOL" pretrain --preset cifar10-resnet18 --out "$OUT/run" \
+    --set data.dir="\"$DATA\"" --set optim.epochs=1 --set optim.warmup_epochs=0 --set run.device=${DEVICE:-vulkan} \
+    --set monitor.knn_every=0 --set monitor.online_probe=false --set run.log_every=20 ${EPOCH_EXTRA:-}
+  run "pytorch epoch" "$EPOCH_TIMEOUT" "$PYTHON" scripts/bench_pytorch_epoch.py --data "$DATA" --device cuda \
+    --width 64 --batch 256 --workers "$(nproc)"
+fi
+want r50 && steps 1 "$R50"
 for r in $(seq 2 "$ROUNDS"); do
-  steps "$r" "$CIFAR"
-  steps "$r" "$R50"
+  want steps && steps "$r" "$CIFAR"
+  want r50 && steps "$r" "$R50"
 done
+exit 0
