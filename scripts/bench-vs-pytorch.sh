@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Side-by-side timing of the BYOL training step: `byol bench` vs the PyTorch reference
 # (scripts/bench_pytorch.py), interleaved per case: for each round, each case runs byol once then
-# PyTorch once. Both use --threads $THREADS (default 2), --steps 3 --warmup 1.
+# PyTorch once. Both use --threads $THREADS (default 2), --steps $STEPS (default 5) --warmup
+# $WARMUP (default 2): with 3 steps after 1 warm-up (before the eighth session) the preset
+# shape's median step read 168–245 ms, with 10 after 2 it read 123–125 ms (BENCHMARKS.md,
+# eighth session). Both also print their fastest step.
 #
 # Cases (issue "[5 of 6]"): ResNet-18 CIFAR stem, widths 16/32/64 × batch 64/256 at 32 px;
 # ResNet-50 ImageNet stem, batch 32 at 128 px; the fashion-mnist preset's shape.
 # Usage: BYOL=target/release/byol PYTHON=python3 bash scripts/bench-vs-pytorch.sh [--quick]
 #   --quick  only batch 64 (widths 16/32/64) and the preset shape
 # Env: BYOL (default target/release/byol), PYTHON (default python3), ROUNDS (default 1),
-#      THREADS (default 2), BASELINE (optional: an older byol binary, run before BYOL in every
-#      case, for before/after ratios measured side by side).
+#      THREADS (default 2), STEPS (default 5), WARMUP (default 2), BASELINE (optional: an older
+#      byol binary, run before BYOL in every case, for before/after ratios measured side by side).
 # PyTorch is not part of CI; install it in a venv:
 #   python3 -m venv /tmp/tvenv && /tmp/tvenv/bin/pip install torch torchvision
 #   PYTHON=/tmp/tvenv/bin/python bash scripts/bench-vs-pytorch.sh
@@ -20,7 +23,9 @@ PYTHON=${PYTHON:-python3}
 ROUNDS=${ROUNDS:-1}
 THREADS=${THREADS:-2}
 
-COMMON="--steps 3 --warmup 1 --threads $THREADS"
+STEPS=${STEPS:-5}
+WARMUP=${WARMUP:-2}
+COMMON="--steps $STEPS --warmup $WARMUP --threads $THREADS"
 CASES=()
 if [ "${1:-}" = "--quick" ]; then
   for w in 16 32 64; do

@@ -218,10 +218,10 @@ fn bench(a: BenchArgs) -> Result<()> {
         s => bail!("unknown stem {s:?}; valid: cifar, imagenet"),
     };
     println!(
-        "| model | batch | image | ms/step (median of {}) | images/s | GFLOP/step | GFLOP/s | % of peak ({} GFLOP/s) |",
+        "| model | batch | image | ms/step (median of {}) | images/s | GFLOP/step | GFLOP/s | % of peak ({} GFLOP/s) | fastest ms |",
         a.steps, a.peak_gflops
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &width in &a.width {
         for &batch in &a.batch {
             let case = crate::bench::BenchCase {
@@ -236,8 +236,9 @@ fn bench(a: BenchArgs) -> Result<()> {
             };
             let r = crate::bench::bench_step(&case, &a.device, a.warmup, a.steps)?;
             let rate = r.flops / 1e9 / (r.median_ms / 1e3);
+            let fastest = r.times_ms.iter().copied().fold(f64::INFINITY, f64::min);
             println!(
-                "| resnet{}-{:?} w{} | {batch} | {}px | {:.1} | {:.1} | {:.2} | {rate:.1} | {:.1} |",
+                "| resnet{}-{:?} w{} | {batch} | {}px | {:.1} | {:.1} | {:.2} | {rate:.1} | {:.1} | {fastest:.1} |",
                 a.depth,
                 stem,
                 width,
