@@ -31,8 +31,8 @@ OUT=${1:-/tmp/gpu-bench}
 ROUNDS=${ROUNDS:-1}
 DATA=${DATA:-/tmp/cifar10-synthetic}
 STEP_TIMEOUT=${STEP_TIMEOUT:-150}
-PARTS=${PARTS:-parity steps epoch r50}
 EPOCH_TIMEOUT=${EPOCH_TIMEOUT:-240}
+PARTS=${PARTS:-parity steps epoch r50}
 mkdir -p "$OUT"
 # Everything printed also goes to OUT_DIR/gpu-bench.log, so a run cut short still leaves its log.
 exec > >(tee -a "$OUT/gpu-bench.log") 2>&1
@@ -77,14 +77,17 @@ steps() { # round cases
 }
 
 want() { [[ " $PARTS " == *" $1 "* ]]; }
+# Our `pretrain` runs: the synthetic data, without the online probe and kNN monitor (the
+# reference has neither).
+PRETRAIN=(pretrain --preset cifar10-resnet18 --set data.dir="\"$DATA\"" --set monitor.knn_every=0
+  --set monitor.online_probe=false)
 # Parity first: the same 3 training steps (CIFAR ResNet-18 w16, batch 64, same seed, data and
 # augmentation) on the CPU and on the GPU; their logged losses should agree to float rounding.
 if want parity; then
   for dev in flex vulkan; do
     rm -rf "$OUT/parity-$dev"
-    run "parity $dev" "$STEP_TIMEOUT" "$BYOL" pretrain --preset cifar10-resnet18 --out "$OUT/parity-$dev" \
-      --set data.dir="\"$DATA\"" --set data.limit=256 --set optim.batch_size=64 --set model.encoder.width=16 \
-      --set run.stop_after=3 --set run.log_every=1 --set monitor.knn_every=0 --set monitor.online_probe=false \
+    run "parity $dev" "$STEP_TIMEOUT" "$BYOL" "${PRETRAIN[@]}" --out "$OUT/parity-$dev" --set data.limit=256 \
+      --set optim.batch_size=64 --set model.encoder.width=16 --set run.stop_after=3 --set run.log_every=1 \
       --set run.device="\"$dev\"" 2>&1 | grep -E "^step|^##|^# |error|panicked"
   done
 fi
@@ -102,9 +105,8 @@ fi
 want steps && steps 1 "$CIFAR"
 if want epoch; then
   rm -rf "$OUT/run"
-  run "byol epoch" "$EPOCH_TIMEOUT" "$BYOL" pretrain --preset cifar10-resnet18 --out "$OUT/run" \
-    --set data.dir="\"$DATA\"" --set optim.epochs=1 --set optim.warmup_epochs=0 --set run.device=${DEVICE:-vulkan} \
-    --set monitor.knn_every=0 --set monitor.online_probe=false --set run.log_every=20 ${EPOCH_EXTRA:-}
+  run "byol epoch" "$EPOCH_TIMEOUT" "$BYOL" "${PRETRAIN[@]}" --out "$OUT/run" --set optim.epochs=1 \
+    --set optim.warmup_epochs=0 --set run.device=${DEVICE:-vulkan} --set run.log_every=20 ${EPOCH_EXTRA:-}
   run "pytorch epoch" "$EPOCH_TIMEOUT" "$PYTHON" scripts/bench_pytorch_epoch.py --data "$DATA" --device cuda \
     --width 64 --batch 256 --workers "$(nproc)"
 fi

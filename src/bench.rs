@@ -28,6 +28,8 @@ pub struct BenchCase {
 #[derive(Clone, Debug)]
 pub struct BenchResult {
     pub median_ms: f64,
+    /// The fastest timed step (the least disturbed reading on a busy machine).
+    pub fastest_ms: f64,
     /// Floating-point operations of one step (2 per multiply-add), counted from the geometry
     /// (the same on every backend and kernel, and what PyTorch would do): every convolution pass
     /// (forward; weight and input gradients where autodiff computes them, see
@@ -76,9 +78,15 @@ pub fn bench_step(case: &BenchCase, device_name: &str, warmup: usize, steps: usi
     }
     let mut sorted = times.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
-    let median_ms = sorted[sorted.len() / 2];
+    let (median_ms, fastest_ms) = (sorted[sorted.len() / 2], sorted[0]);
     let (d, h, o) = (model.cfg.encoder.out_dim(), case.proj_hidden, case.proj_out);
     let head_macs_per_view = case.batch * (3 * (d * h + h * o + o * h + h * o) + (d * h + h * o));
     let flops = 2.0 * (conv_macs + 2 * head_macs_per_view) as f64;
-    Ok(BenchResult { median_ms, flops, images_per_s: case.batch as f64 / (median_ms / 1e3), times_ms: times })
+    Ok(BenchResult {
+        median_ms,
+        fastest_ms,
+        flops,
+        images_per_s: case.batch as f64 / (median_ms / 1e3),
+        times_ms: times,
+    })
 }
