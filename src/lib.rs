@@ -3,7 +3,9 @@
 pub mod augment;
 pub mod backend;
 pub mod bench;
+mod bn_kernels;
 pub mod bn_op;
+mod bn_sums;
 pub mod byol;
 pub mod checkpoint;
 pub mod cli;
@@ -66,4 +68,5 @@ pub mod subset;
 pub mod sync_bn;
 pub mod unfold;
 pub mod update_op;
+mod vectorize;
 pub mod wide_unfold;

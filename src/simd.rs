@@ -32,10 +32,16 @@ impl Isa {
 /// `BYOL_SIMD=avx2` stops at AVX2 on an AVX-512 processor (to test and time that path).
 pub fn isa() -> Option<Isa> {
     static OFF: OnceLock<bool> = OnceLock::new();
-    static ISA: OnceLock<Option<Isa>> = OnceLock::new();
     if crate::cpu_ops::env_switch(&OFF, "BYOL_IM2COL") {
         return None;
     }
+    best()
+}
+
+/// The best instruction set of this processor (`BYOL_SIMD=avx2` stops at AVX2), whatever
+/// `BYOL_IM2COL` says: what [`crate::vectorize`] compiles the element-wise loops for.
+pub fn best() -> Option<Isa> {
+    static ISA: OnceLock<Option<Isa>> = OnceLock::new();
     *ISA.get_or_init(|| {
         let best = detect();
         match std::env::var("BYOL_SIMD").as_deref() {

@@ -19,7 +19,6 @@ use burn::backend::{backend_extension, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::bn_op::lane_sum;
 use crate::cpu_ops::{filled, values, zip_map, TASK_ELEMENTS};
 
 /// LARS hyper-parameters of one update (see [`crate::lars::Lars`]).
@@ -56,6 +55,28 @@ pub trait UpdateBackend: burn::backend::Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
     /// `t·τ + o·(1 − τ)`.
     fn byol_ema(t: FloatTensor<Self>, o: FloatTensor<Self>, tau: f32) -> FloatTensor<Self>;
+}
+
+/// Σ f(a[k], b[k]) over two slices of equal length in float64: short ones in order, longer ones
+/// over 8 interleaved lanes (a fixed order), then the lanes in order. Walks the slices in chunks
+/// of 8, so there are no bounds checks and the compiler vectorises the lanes.
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) -> f64 {
+    debug_assert_eq!(a.len(), b.len());
+    if a.len() < 16 {
+        return a.iter().zip(b).map(|(x, y)| f(*x, *y)).sum();
+    }
+    let mut lanes = [0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for j in 0..8 {
+            lanes[j] += f(xa[j], xb[j]);
+        }
+    }
+    for (l, (x, y)) in lanes.iter_mut().zip(ra.iter().zip(rb)) {
+        *l += f(*x, *y);
+    }
+    lanes.iter().sum()
 }
 
 /// `Σ f(a[k], b[k])` in float64 over fixed chunks in parallel, the chunks' sums added in order.
