@@ -1,8 +1,9 @@
 //! 2-D max pooling (the ImageNet stem's 3×3, stride 2, padding 1 pool of ResNet, He et al. 2016
 //! §3.4) as a burn backend extension with its own backward pass, like [`crate::conv_op`]:
 //! burn-flex 0.22.1 pools through a general 3-D routine that was ~6 % of the `fashion-mnist`
-//! step. The backward pass recomputes each window's maximum from the stored input instead of
-//! keeping an index tensor.
+//! step. The forward pass takes each window's maximum as a maximum of column maxima; the
+//! backward pass finds each window's first maximum from the stored input instead of keeping an
+//! index tensor.
 //!
 //! Semantics are PyTorch's: padding never wins, the first maximum in row-major window order
 //! takes the gradient, NaN propagates. GPU backends and float64 keep burn's pooling.
@@ -66,46 +67,58 @@ impl Pool {
     }
 
     /// `at[ox]` ← the index in the plane of the first maximum (in row-major order; the first
-    /// NaN if there is one) of the window of output pixel (oy, ox), for a whole output row.
-    /// The row's windows advance together, one window position at a time (interleaving their
-    /// compare-and-select chains; one window after another was 10 % slower).
-    fn row_argmax(&self, plane: &[f32], oy: usize, best: &mut [f32], at: &mut [usize]) {
+    /// NaN if there is one) of the window of output pixel (oy, ox), for a whole output row:
+    /// each window walked row by row over its valid pixels only.
+    fn row_argmax(&self, plane: &[f32], oy: usize, at: &mut [usize]) {
         let y0 = (oy * self.stride).saturating_sub(self.pad);
         let y1 = (oy * self.stride + self.k - self.pad).min(self.h);
-        for (ox, (b, a)) in best.iter_mut().zip(at.iter_mut()).enumerate() {
-            *b = f32::NEG_INFINITY;
-            *a = y0 * self.w + (ox * self.stride).saturating_sub(self.pad);
-        }
-        for y in y0..y1 {
-            let row = &plane[y * self.w..][..self.w];
-            for dx in 0..self.k {
-                for (ox, (b, a)) in best.iter_mut().zip(at.iter_mut()).enumerate() {
-                    let Some(x) = (ox * self.stride + dx).checked_sub(self.pad).filter(|&x| x < self.w) else {
-                        continue;
-                    };
-                    let v = row[x];
+        for (ox, a) in at.iter_mut().enumerate() {
+            let x0 = (ox * self.stride).saturating_sub(self.pad);
+            let x1 = (ox * self.stride + self.k - self.pad).min(self.w);
+            let (mut best, mut arg) = (f32::NEG_INFINITY, y0 * self.w + x0);
+            for y in y0..y1 {
+                for (x, &v) in plane[y * self.w..][x0..x1].iter().enumerate() {
                     // Greater, or the first NaN (nothing is greater than a NaN, so it stays).
-                    let take = v > *b || (v.is_nan() && !b.is_nan());
-                    *b = if take { v } else { *b };
-                    *a = if take { y * self.w + x } else { *a };
+                    if v > best || (v.is_nan() && !best.is_nan()) {
+                        (best, arg) = (v, y * self.w + x0 + x);
+                    }
                 }
             }
+            *a = arg;
         }
     }
 }
 
-/// Per-thread buffers of one output row's running maxima and their indices.
-#[derive(Default)]
-struct Scratch {
-    best: Vec<f32>,
-    at: Vec<usize>,
+/// The larger of two values, NaN winning (max pooling propagates NaN).
+#[inline(always)]
+fn max_nan(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() {
+        b
+    } else {
+        a
+    }
 }
 
-impl Scratch {
-    fn row(&mut self, ow: usize) -> (&mut [f32], &mut [usize]) {
-        self.best.resize(ow, 0.0);
-        self.at.resize(ow, 0);
-        (&mut self.best, &mut self.at)
+impl Pool {
+    /// The maxima of output row `oy` (values only, for the forward pass): first the maximum of
+    /// the window's input rows at every column (whole rows at a time, vectorised), then of each
+    /// window's columns of that. The maximum does not depend on the order (NaN wins either way),
+    /// so this gives the values of [`Pool::row_argmax`] in a quarter of its time (`pool_bench`: 0.42
+    /// vs 1.8 ms, ninth session).
+    fn row_max(&self, plane: &[f32], oy: usize, cols: &mut [f32], out: &mut [f32]) {
+        let y0 = (oy * self.stride).saturating_sub(self.pad);
+        let y1 = (oy * self.stride + self.k - self.pad).min(self.h);
+        cols.copy_from_slice(&plane[y0 * self.w..][..self.w]);
+        for y in y0 + 1..y1 {
+            for (c, v) in cols.iter_mut().zip(&plane[y * self.w..][..self.w]) {
+                *c = max_nan(*c, *v);
+            }
+        }
+        for (ox, o) in out.iter_mut().enumerate() {
+            let x0 = (ox * self.stride).saturating_sub(self.pad);
+            let x1 = (ox * self.stride + self.k - self.pad).min(self.w);
+            *o = cols[x0 + 1..x1].iter().fold(cols[x0], |m, v| max_nan(m, *v));
+        }
     }
 }
 
@@ -121,14 +134,11 @@ impl PoolBackend for Flex {
         let mut y = vec![0f32; planes * g.oh * g.ow];
         if !y.is_empty() {
             let rows = y.par_chunks_mut(g.oh * g.ow).with_min_len(min_items(g.h * g.w)).enumerate();
-            rows.for_each_init(Scratch::default, |sc, (pi, out)| {
+            rows.for_each_init(Vec::new, |cols, (pi, out)| {
                 let plane = &xv[pi * g.h * g.w..(pi + 1) * g.h * g.w];
-                let (best, at) = sc.row(g.ow);
+                cols.resize(g.w, 0.0);
                 for (oy, out_row) in out.chunks_exact_mut(g.ow).enumerate() {
-                    g.row_argmax(plane, oy, best, at);
-                    for (o, &i) in out_row.iter_mut().zip(at.iter()) {
-                        *o = plane[i];
-                    }
+                    g.row_max(plane, oy, cols, out_row);
                 }
             });
         }
@@ -142,12 +152,12 @@ impl PoolBackend for Flex {
         let mut dx = vec![0f32; xv.len()];
         if !dx.is_empty() {
             let planes = dx.par_chunks_mut(g.h * g.w).with_min_len(min_items(g.h * g.w)).enumerate();
-            planes.for_each_init(Scratch::default, |sc, (pi, grad)| {
+            planes.for_each_init(Vec::new, |at, (pi, grad)| {
                 let plane = &xv[pi * g.h * g.w..(pi + 1) * g.h * g.w];
                 let d = &dyv[pi * g.oh * g.ow..(pi + 1) * g.oh * g.ow];
-                let (best, at) = sc.row(g.ow);
+                at.resize(g.ow, 0);
                 for (oy, d_row) in d.chunks_exact(g.ow).enumerate() {
-                    g.row_argmax(plane, oy, best, at);
+                    g.row_argmax(plane, oy, at);
                     for (&i, &v) in at.iter().zip(d_row) {
                         grad[i] += v;
                     }
