@@ -127,30 +127,76 @@ mod x86 {
     use super::{add_rest, total, Lanes, Mask};
     use std::arch::x86_64::*;
 
-    /// Two AVX-512 accumulators as lanes 0–7.
-    #[inline(always)]
-    unsafe fn spill_512(s: __m512d, t: __m512d) -> Lanes {
-        let mut l: Lanes = Default::default();
-        _mm512_storeu_pd(l.0.as_mut_ptr(), s);
-        _mm512_storeu_pd(l.1.as_mut_ptr(), t);
-        l
+    /// Eight float64 lanes: one AVX-512 vector or two AVX2 vectors. Every method is
+    /// `#[inline(always)]` (compiled inside the `#[target_feature]` functions below).
+    trait F64x8: Copy {
+        unsafe fn splat(v: f64) -> Self;
+        /// 8 float32 values, widened.
+        unsafe fn widen(x: __m256) -> Self;
+        unsafe fn add(self, o: Self) -> Self;
+        unsafe fn sub(self, o: Self) -> Self;
+        unsafe fn mul(self, o: Self) -> Self;
+        unsafe fn store(self, to: &mut [f64; 8]);
     }
 
-    /// Two pairs of AVX2 accumulators (lanes 0–3, 4–7) as lanes 0–7.
-    #[inline(always)]
-    unsafe fn spill_256(s: [__m256d; 2], t: [__m256d; 2]) -> Lanes {
-        let mut l: Lanes = Default::default();
-        for h in 0..2 {
-            _mm256_storeu_pd(l.0.as_mut_ptr().add(4 * h), s[h]);
-            _mm256_storeu_pd(l.1.as_mut_ptr().add(4 * h), t[h]);
+    #[derive(Clone, Copy)]
+    struct W512(__m512d);
+    #[derive(Clone, Copy)]
+    struct W256([__m256d; 2]);
+
+    impl F64x8 for W512 {
+        #[inline(always)]
+        unsafe fn splat(v: f64) -> Self {
+            W512(_mm512_set1_pd(v))
         }
-        l
+        #[inline(always)]
+        unsafe fn widen(x: __m256) -> Self {
+            W512(_mm512_cvtps_pd(x))
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            W512(_mm512_add_pd(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn sub(self, o: Self) -> Self {
+            W512(_mm512_sub_pd(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            W512(_mm512_mul_pd(self.0, o.0))
+        }
+        #[inline(always)]
+        unsafe fn store(self, to: &mut [f64; 8]) {
+            _mm512_storeu_pd(to.as_mut_ptr(), self.0)
+        }
     }
 
-    /// 8 float32 values as two vectors of 4 float64.
-    #[inline(always)]
-    unsafe fn widen_256(x: __m256) -> [__m256d; 2] {
-        [_mm256_cvtps_pd(_mm256_castps256_ps128(x)), _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x))]
+    impl F64x8 for W256 {
+        #[inline(always)]
+        unsafe fn splat(v: f64) -> Self {
+            W256([_mm256_set1_pd(v); 2])
+        }
+        #[inline(always)]
+        unsafe fn widen(x: __m256) -> Self {
+            W256([_mm256_cvtps_pd(_mm256_castps256_ps128(x)), _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x))])
+        }
+        #[inline(always)]
+        unsafe fn add(self, o: Self) -> Self {
+            W256([_mm256_add_pd(self.0[0], o.0[0]), _mm256_add_pd(self.0[1], o.0[1])])
+        }
+        #[inline(always)]
+        unsafe fn sub(self, o: Self) -> Self {
+            W256([_mm256_sub_pd(self.0[0], o.0[0]), _mm256_sub_pd(self.0[1], o.0[1])])
+        }
+        #[inline(always)]
+        unsafe fn mul(self, o: Self) -> Self {
+            W256([_mm256_mul_pd(self.0[0], o.0[0]), _mm256_mul_pd(self.0[1], o.0[1])])
+        }
+        #[inline(always)]
+        unsafe fn store(self, to: &mut [f64; 8]) {
+            _mm256_storeu_pd(to.as_mut_ptr(), self.0[0]);
+            _mm256_storeu_pd(to.as_mut_ptr().add(4), self.0[1]);
+        }
     }
 
     /// ReLU's mask on 8 values: `d` where `(v − m)·a + b > 0`, else +0.
@@ -164,25 +210,68 @@ mod x86 {
         _mm256_and_ps(d, _mm256_cmp_ps::<_CMP_GT_OQ>(pre, _mm256_setzero_ps()))
     }
 
+    /// The vector terms of the two sums for 8 values of each input (a trait with an
+    /// `#[inline(always)]` method rather than a closure, so it is compiled inside the
+    /// `#[target_feature]` functions and its intrinsics inlined).
+    trait Terms<W> {
+        unsafe fn vector(&self, a: __m256, b: __m256) -> (W, W);
+    }
+
+    /// `(d, d²)` with `d = x − k` (b unused).
+    struct Moments<W>(W);
+
+    impl<W: F64x8> Terms<W> for Moments<W> {
+        #[inline(always)]
+        unsafe fn vector(&self, x: __m256, _: __m256) -> (W, W) {
+            let d = W::widen(x).sub(self.0);
+            (d, d.mul(d))
+        }
+    }
+
+    /// `(g, g·(x − mean))` with `g` = dy through ReLU's mask (a = dy, b = x).
+    struct Grads<W>(Mask, W);
+
+    impl<W: F64x8> Terms<W> for Grads<W> {
+        #[inline(always)]
+        unsafe fn vector(&self, d: __m256, v: __m256) -> (W, W) {
+            let g = W::widen(masked(self.0, d, v));
+            (g, g.mul(W::widen(v).sub(self.1)))
+        }
+    }
+
+    /// The two sums over rows of `(a, b)` pairs: `terms` for 8 values at a time, `term` for the
+    /// rows' last `s mod 8`.
+    #[inline(always)]
+    unsafe fn sums<'a, W: F64x8>(
+        rows: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+        terms: impl Terms<W>,
+        term: impl Fn(f32, f32) -> (f64, f64),
+    ) -> (f64, f64) {
+        let (mut s, mut t) = (W::splat(0.0), W::splat(0.0));
+        let mut rest: Lanes = Default::default();
+        for (a, b) in rows {
+            let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+            let (ra, rb) = (ca.remainder(), cb.remainder());
+            for (x, y) in ca.zip(cb) {
+                let (u, v) = terms.vector(_mm256_loadu_ps(x.as_ptr()), _mm256_loadu_ps(y.as_ptr()));
+                s = s.add(u);
+                t = t.add(v);
+            }
+            add_rest(&mut rest, ra, rb, &term);
+        }
+        let mut lanes: Lanes = Default::default();
+        s.store(&mut lanes.0);
+        t.store(&mut lanes.1);
+        total(lanes, rest)
+    }
+
     #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
     pub(super) unsafe fn moments_512<'a>(
         rows: impl Iterator<Item = &'a [f32]>,
         k: f64,
         term: impl Fn(f32) -> (f64, f64),
     ) -> (f64, f64) {
-        let (kv, mut s, mut t) = (_mm512_set1_pd(k), _mm512_setzero_pd(), _mm512_setzero_pd());
-        let mut rest: Lanes = Default::default();
-        for row in rows {
-            let chunks = row.chunks_exact(8);
-            let tail = chunks.remainder();
-            for c in chunks {
-                let d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(c.as_ptr())), kv);
-                s = _mm512_add_pd(s, d);
-                t = _mm512_add_pd(t, _mm512_mul_pd(d, d));
-            }
-            add_rest(&mut rest, tail, tail, |v, _| term(v));
-        }
-        total(spill_512(s, t), rest)
+        sums(rows.map(|r| (r, r)), Moments(W512::splat(k)), |v, _| term(v))
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -191,23 +280,7 @@ mod x86 {
         k: f64,
         term: impl Fn(f32) -> (f64, f64),
     ) -> (f64, f64) {
-        let kv = _mm256_set1_pd(k);
-        let (mut s, mut t) = ([_mm256_setzero_pd(); 2], [_mm256_setzero_pd(); 2]);
-        let mut rest: Lanes = Default::default();
-        for row in rows {
-            let chunks = row.chunks_exact(8);
-            let tail = chunks.remainder();
-            for c in chunks {
-                let x = widen_256(_mm256_loadu_ps(c.as_ptr()));
-                for h in 0..2 {
-                    let d = _mm256_sub_pd(x[h], kv);
-                    s[h] = _mm256_add_pd(s[h], d);
-                    t[h] = _mm256_add_pd(t[h], _mm256_mul_pd(d, d));
-                }
-            }
-            add_rest(&mut rest, tail, tail, |v, _| term(v));
-        }
-        total(spill_256(s, t), rest)
+        sums(rows.map(|r| (r, r)), Moments(W256::splat(k)), |v, _| term(v))
     }
 
     #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
@@ -217,20 +290,7 @@ mod x86 {
         mean: f64,
         term: impl Fn(f32, f32) -> (f64, f64),
     ) -> (f64, f64) {
-        let (mv, mut s, mut t) = (_mm512_set1_pd(mean), _mm512_setzero_pd(), _mm512_setzero_pd());
-        let mut rest: Lanes = Default::default();
-        for (dy, x) in rows {
-            let (cd, cx) = (dy.chunks_exact(8), x.chunks_exact(8));
-            let (rd, rx) = (cd.remainder(), cx.remainder());
-            for (d, v) in cd.zip(cx) {
-                let (d, v) = (_mm256_loadu_ps(d.as_ptr()), _mm256_loadu_ps(v.as_ptr()));
-                let g = _mm512_cvtps_pd(masked(mask, d, v));
-                s = _mm512_add_pd(s, g);
-                t = _mm512_add_pd(t, _mm512_mul_pd(g, _mm512_sub_pd(_mm512_cvtps_pd(v), mv)));
-            }
-            add_rest(&mut rest, rd, rx, &term);
-        }
-        total(spill_512(s, t), rest)
+        sums(rows, Grads(mask, W512::splat(mean)), term)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -240,23 +300,7 @@ mod x86 {
         mean: f64,
         term: impl Fn(f32, f32) -> (f64, f64),
     ) -> (f64, f64) {
-        let mv = _mm256_set1_pd(mean);
-        let (mut s, mut t) = ([_mm256_setzero_pd(); 2], [_mm256_setzero_pd(); 2]);
-        let mut rest: Lanes = Default::default();
-        for (dy, x) in rows {
-            let (cd, cx) = (dy.chunks_exact(8), x.chunks_exact(8));
-            let (rd, rx) = (cd.remainder(), cx.remainder());
-            for (d, v) in cd.zip(cx) {
-                let (d, v) = (_mm256_loadu_ps(d.as_ptr()), _mm256_loadu_ps(v.as_ptr()));
-                let (g, v) = (widen_256(masked(mask, d, v)), widen_256(v));
-                for h in 0..2 {
-                    s[h] = _mm256_add_pd(s[h], g[h]);
-                    t[h] = _mm256_add_pd(t[h], _mm256_mul_pd(g[h], _mm256_sub_pd(v[h], mv)));
-                }
-            }
-            add_rest(&mut rest, rd, rx, &term);
-        }
-        total(spill_256(s, t), rest)
+        sums(rows, Grads(mask, W256::splat(mean)), term)
     }
 }
 
