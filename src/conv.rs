@@ -293,18 +293,25 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
             },
         )
         .collect();
-    let mut sum = vec![0.0f32; wlen];
-    for part in &partials {
-        for (s, v) in sum.iter_mut().zip(part) {
-            *s += *v;
-        }
-    }
+    // `[o, kk]` ← the partial sums `[kk, o]` added in chunk order and transposed, blocks of
+    // output channels in parallel (one thread summed and transposed the 1.2 M values of a 512 ×
+    // 256 × 3 × 3 weight in a third of its weight gradient's time).
+    const TILE: usize = 16;
     let mut out = vec![0.0f32; wlen];
-    for (r, row) in sum.chunks(g.o).enumerate() {
-        for (oc, v) in row.iter().enumerate() {
-            out[oc * kk + r] = *v;
+    out.par_chunks_mut(TILE * kk).enumerate().for_each(|(b, rows)| {
+        let (oc0, width) = (b * TILE, rows.len() / kk.max(1));
+        for r in 0..kk {
+            let mut acc = [0.0f32; TILE];
+            for part in &partials {
+                for (a, v) in acc.iter_mut().zip(&part[r * g.o + oc0..][..width]) {
+                    *a += *v;
+                }
+            }
+            for (j, a) in acc[..width].iter().enumerate() {
+                rows[j * kk + r] = *a;
+            }
         }
-    }
+    });
     if unfold.compact(g) {
         // Inactive taps only ever read padding: their gradient is exactly zero.
         out = unfold.expand_weight(g, &out);
