@@ -7,8 +7,9 @@
 //! vectorises it there. (A closure would not do: LLVM inlines bottom-up and declines a closure
 //! whose body has grown by its own inlining, which then stays SSE2 code — seen in `perf`.) Only
 //! the instruction set changes, not the arithmetic: Rust neither reorders floating-point sums
-//! nor fuses multiply-adds on its own, so the results are bit-identical on every path
-//! (tests/bn_op.rs compares them).
+//! nor fuses multiply-adds on its own, and these loops are element-wise (no reductions: the
+//! sums are written out in [`crate::bn_sums`], whose test compares its paths bit for bit), so
+//! every output element is the same float32 operations on every path.
 //!
 //! Used by the element-wise kernels that read and write whole activations
 //! ([`crate::bn_kernels`]): on the 2-core AVX-512 machine their float64 sums ran on scalar
