@@ -188,8 +188,9 @@ impl Backward<'_> {
 }
 
 impl ChannelPass for Backward<'_> {
-    /// (a, k, b) of dx, and the sums (for dγ and dβ).
-    type Coef = ((f32, f32, f32), (f64, f64));
+    /// (a, k, b) of dx, ReLU's mask (computed once per channel, not per row), and the sums
+    /// (for dγ and dβ).
+    type Coef = ((f32, f32, f32), Mask, (f64, f64));
     #[inline(always)]
     fn sums(&self, ch: usize) -> (f64, f64) {
         let rows = (0..self.dims[0]).map(|i| (row(self.dy, self.dims, i, ch), row(self.x, self.dims, i, ch)));
@@ -205,11 +206,11 @@ impl ChannelPass for Backward<'_> {
         let a = self.gamma[ch] as f64 * inv_std;
         let k = -a * inv_std * inv_std * sgx / count;
         let b = -a * sg / count;
-        ((a as f32, k as f32, b as f32), (sg, sgx * inv_std))
+        ((a as f32, k as f32, b as f32), self.mask(ch), (sg, sgx * inv_std))
     }
     #[inline(always)]
-    fn write(&self, i: usize, ch: usize, ((a, k, b), _): Self::Coef, out: &mut [MaybeUninit<f32>]) {
-        let (mask, m) = (self.mask(ch), self.mean[ch]);
+    fn write(&self, i: usize, ch: usize, ((a, k, b), mask, _): Self::Coef, out: &mut [MaybeUninit<f32>]) {
+        let m = self.mean[ch];
         let (dr, xr) = (row(self.dy, self.dims, i, ch), row(self.x, self.dims, i, ch));
         for ((o, d), v) in out.iter_mut().zip(dr).zip(xr) {
             o.write(a * mask.apply(*d, *v) + k * (v - m) + b);
@@ -245,5 +246,5 @@ pub(crate) fn backward(
     relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (dx, coefs) = run_pass(dims, &Backward { x, dy, gamma, beta, mean, var, dims, eps, relu });
-    (dx, coefs.iter().map(|c| c.1 .1 as f32).collect(), coefs.iter().map(|c| c.1 .0 as f32).collect())
+    (dx, coefs.iter().map(|c| c.2 .1 as f32).collect(), coefs.iter().map(|c| c.2 .0 as f32).collect())
 }

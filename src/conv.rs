@@ -298,8 +298,8 @@ pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     // 256 × 3 × 3 weight in a third of its weight gradient's time).
     const TILE: usize = 16;
     let mut out = vec![0.0f32; wlen];
-    out.par_chunks_mut(TILE * kk).enumerate().for_each(|(b, rows)| {
-        let (oc0, width) = (b * TILE, rows.len() / kk.max(1));
+    out.par_chunks_mut((TILE * kk).max(1)).enumerate().for_each(|(b, rows)| {
+        let (oc0, width) = (b * TILE, rows.len() / kk);
         for r in 0..kk {
             let mut acc = [0.0f32; TILE];
             for part in &partials {
